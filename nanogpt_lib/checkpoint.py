@@ -1,0 +1,115 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``.
+
+``last.pt`` holds everything needed to resume exactly (model, optimizer, scaler, step, RNG and data
+state, configs); ``best.pt`` holds the weights and the model config, enough for inference. Configs are
+stored as plain dicts, so loading never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import GPTConfig
+from .errors import UserError
+
+FORMAT_VERSION = 1
+KIND_RESUME = "resume"  # last.pt
+KIND_WEIGHTS = "weights"  # best.pt
+
+
+def atomic_write(path: str | os.PathLike, write: Any) -> None:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it into place.
+
+    A crash at any moment leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass  # not every platform can fsync a directory (Windows)
+
+
+def save(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    payload = {"format_version": FORMAT_VERSION, **payload}
+    atomic_write(path, lambda fh: torch.save(payload, fh))
+
+
+def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the ``_orig_mod.`` prefix that ``torch.compile`` wrappers add to parameter names."""
+    return {k.removeprefix("_orig_mod."): v for k, v in state_dict.items()}
+
+
+def load(path: str | os.PathLike, kind: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint written by :func:`save`; every failure is one clear UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, foreign pickle, random bytes: all land here
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise UserError(f"checkpoint {path} cannot be read (truncated, corrupt or not ours): {reason}") from None
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
+        raise UserError(f"checkpoint {path} was not written by nanogpt_lib")
+    if ckpt["format_version"] != FORMAT_VERSION:
+        raise UserError(
+            f"checkpoint {path} has format version {ckpt['format_version']}; "
+            f"this nanogpt_lib reads version {FORMAT_VERSION}"
+        )
+    if kind == KIND_RESUME and ckpt.get("kind") != KIND_RESUME:
+        raise UserError(f"checkpoint {path} holds weights only and cannot resume training; resume from last.pt")
+    for key in ("model", "model_config"):
+        if key not in ckpt:
+            raise UserError(f"checkpoint {path} is incomplete: it has no {key!r} entry")
+    return ckpt
+
+
+def model_config_of(ckpt: dict[str, Any], path: str | os.PathLike) -> GPTConfig:
+    try:
+        return GPTConfig(**ckpt["model_config"])
+    except TypeError as err:
+        raise UserError(f"checkpoint {path} has a model config this version does not understand: {err}") from None
+
+
+def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """Copy a checkpoint's weights into ``model``, refusing any mismatch of names or shapes."""
+    state = clean_state_dict(ckpt["model"])
+    expected = model.state_dict()
+    mismatched = [
+        f"{name} {tuple(state[name].shape)} vs {tuple(t.shape)}"
+        for name, t in expected.items()
+        if name in state and state[name].shape != t.shape
+    ]
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if mismatched or missing or unexpected:
+        detail = "; ".join(
+            part
+            for part in (
+                f"shapes differ: {', '.join(mismatched[:3])}" if mismatched else "",
+                f"missing: {', '.join(missing[:3])}" if missing else "",
+                f"unexpected: {', '.join(unexpected[:3])}" if unexpected else "",
+            )
+            if part
+        )
+        raise UserError(f"checkpoint {path} does not fit this model ({detail})")
+    model.load_state_dict(state)

@@ -1,0 +1,180 @@
+"""Configuration: the model shape (``GPTConfig``) and every training option (``TrainConfig``).
+
+``TrainConfig`` is the single list of training options. The CLI flags, the notebooks' papermill
+``parameters`` cell, ``run_config.json`` and the checkpoint are all derived from it, so an option is
+declared exactly once: here, with its default and its one-line help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    block_size: int = 1024  # longest context the position table covers
+    vocab_size: int = 50257  # GPT-2 BPE, not padded: the parameter count matches GPT-2's 124,439,808
+    dropout: float = 0.0
+    bias: bool = True  # GPT-2 has biases in every Linear and LayerNorm
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise UserError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+
+
+PRESETS: dict[str, GPTConfig] = {
+    # GPT-2 small, as released by OpenAI: 124,439,808 parameters with the LM head tied to wte.
+    "gpt2-124m": GPTConfig(),
+    # A model of the same architecture that trains in seconds on a CPU: for tests and quick checks.
+    "tiny": GPTConfig(n_layer=2, n_head=4, n_embd=128, block_size=256),
+}
+
+
+def model_config(preset: str, dropout: float = 0.0) -> GPTConfig:
+    if preset not in PRESETS:
+        raise UserError(f"unknown model preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[preset], dropout=dropout)
+
+
+def _opt(default: Any, help: str, **argparse_kwargs: Any) -> Any:
+    """A TrainConfig field with its CLI help (and optional argparse extras such as choices)."""
+    return field(default=default, metadata={"help": help, **argparse_kwargs})
+
+
+@dataclass
+class TrainConfig:
+    # data and run directory
+    input_file: str = _opt("data/input.txt", "text file to train on (UTF-8; tiny-shakespeare for the course)")
+    out_dir: str = _opt("out", "run directory: logs, metrics CSV, samples, checkpoints, summary.json")
+    model: str = _opt("gpt2-124m", "model preset", choices=tuple(PRESETS))
+    # optimisation
+    steps: int = _opt(200000, "total number of optimizer steps (resuming with a larger value extends the run)")
+    batch_size: int = _opt(8, "sequences per micro-batch")
+    seq_len: int = _opt(256, "tokens per sequence (at most the model's block_size)")
+    grad_accum: int = _opt(4, "micro-batches per optimizer step (tokens/step = batch_size*seq_len*grad_accum)")
+    lr: float = _opt(3e-4, "peak learning rate")
+    lr_schedule: str = _opt("constant", "learning-rate schedule after warm-up", choices=("constant", "cosine"))
+    warmup_steps: int = _opt(0, "steps of linear learning-rate warm-up from 0 to --lr")
+    min_lr: float = _opt(3e-5, "final learning rate of the cosine schedule")
+    weight_decay: float = _opt(0.01, "AdamW weight decay on weight matrices (never on biases and norms)")
+    beta1: float = _opt(0.9, "AdamW beta1")
+    beta2: float = _opt(0.95, "AdamW beta2")
+    grad_clip: float = _opt(1.0, "clip the global gradient norm to this value (0 disables clipping)")
+    dropout: float = _opt(0.0, "dropout probability in the model")
+    # stopping
+    target_loss: float = _opt(0.099999, "stop when the training loss is at or below this value")
+    stop_on: str = _opt(
+        "step",
+        "which loss must reach --target_loss to stop: the optimizer step's loss, or the full-corpus loss",
+        choices=("step", "corpus"),
+    )
+    # hardware
+    device: str = _opt(
+        "auto", "where to train (auto picks cuda, then mps, then cpu)", choices=("auto", "cuda", "mps", "cpu")
+    )
+    amp: str = _opt(
+        "auto",
+        "mixed precision (auto: bf16 on CUDA GPUs that have it, fp16 on older ones, off on CPU/MPS)",
+        choices=("auto", "off", "fp16", "bf16"),
+    )
+    compile: bool = _opt(False, "compile the model with torch.compile")
+    seed: int = _opt(1337, "random seed for initialisation, batches and samples")
+    # reporting
+    log_every: int = _opt(50, "write a log line and a metrics row every N steps")
+    save_every: int = _opt(2000, "save checkpoints/last.pt every N steps (0: only at the end)")
+    sample_every: int = _opt(2000, "write samples every N steps (0: only at the end)")
+    eval_every: int = _opt(0, "compute the full-corpus loss every N steps (0: only when the target is reached)")
+    # sampling
+    prompt: str = _opt("BIANCA:\n", "prompt for the samples (the two characters \\n stand for a newline)")
+    num_prompts: int = _opt(1, "number of generations per sampling event")
+    max_new_tokens: int = _opt(200, "tokens generated per sample")
+    top_k: int = _opt(200, "sample from the k most likely tokens only (0 disables top-k filtering)")
+    temperature: float = _opt(0.8, "sampling temperature (> 0; lower is more conservative)")
+    # run management
+    resume: bool = _opt(False, "continue from out_dir/checkpoints/last.pt if it exists (otherwise start fresh)")
+    overwrite: bool = _opt(False, "start fresh in an out_dir that already holds a run, replacing its files")
+
+    def __post_init__(self) -> None:
+        self.prompt = self.prompt.replace("\\n", "\n")
+
+    def validate(self) -> None:
+        """Raise UserError naming the first option that cannot work."""
+        for name in ("steps", "batch_size", "seq_len", "grad_accum", "log_every", "num_prompts", "max_new_tokens"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("save_every", "sample_every", "eval_every", "warmup_steps", "top_k"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UserError(f"--lr must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise UserError(f"--min_lr must be between 0 and --lr ({self.lr}), got {self.min_lr}")
+        for name in ("weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("beta1", "beta2", "dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.temperature > 0:
+            raise UserError(f"--temperature must be > 0, got {self.temperature}")
+        if self.resume and self.overwrite:
+            raise UserError("--resume and --overwrite contradict each other; pass only one")
+        for name in ("model", "lr_schedule", "stop_on", "device", "amp"):
+            choices = _field(name).metadata["choices"]
+            if getattr(self, name) not in choices:
+                raise UserError(f"--{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
+        block_size = PRESETS[self.model].block_size
+        if self.seq_len > block_size:
+            raise UserError(f"--seq_len {self.seq_len} is longer than the {self.model} context of {block_size} tokens")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len * self.grad_accum
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping (papermill parameters, a JSON file), refusing unknown names."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"unknown training option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return cls(**values)
+
+
+def _field(name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """An argparse parser with one flag per TrainConfig field, same name, default and help."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    for f in dataclasses.fields(TrainConfig):
+        shown_default = f.default.replace("\n", "\\n") if isinstance(f.default, str) else f.default
+        kwargs: dict[str, Any] = {"default": f.default, "help": f"{f.metadata['help']} (default: {shown_default})"}
+        if f.type == "bool":
+            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["help"] = f.metadata["help"]
+        else:
+            kwargs["type"] = {"int": int, "float": float, "str": str}[f.type]
+            kwargs["metavar"] = f.name.upper()
+            if "choices" in f.metadata:
+                kwargs["choices"] = f.metadata["choices"]
+                kwargs["metavar"] = "{" + ",".join(f.metadata["choices"]) + "}"
+        parser.add_argument(f"--{f.name}", **kwargs)
+    return parser
+
+
+def parse_train_args(argv: list[str] | None, prog: str, description: str) -> TrainConfig:
+    args = build_parser(prog, description).parse_args(argv)
+    return TrainConfig(**vars(args))

@@ -1,0 +1,65 @@
+"""Choosing the device and the mixed-precision mode, and describing the hardware honestly."""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+
+import torch
+
+from .errors import UserError
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device that is absent is an error."""
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if name == "cuda" and not cuda:
+        raise UserError("--device cuda was requested but PyTorch sees no CUDA GPU (is this a CPU-only build of torch?)")
+    if name == "mps" and not mps:
+        raise UserError("--device mps was requested but this machine has no Apple MPS backend")
+    return torch.device(name)
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``auto``: bf16 on CUDA GPUs that support it, fp16 (with a GradScaler) on older ones, off elsewhere."""
+    if amp == "auto":
+        if device.type != "cuda":
+            return "off"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if amp == "fp16" and device.type != "cuda":
+        raise UserError(f"--amp fp16 needs a CUDA GPU (device is {device.type}); use --amp bf16 or --amp off")
+    return amp
+
+
+def autocast(device: torch.device, amp: str):
+    """The autocast context for a forward pass (a no-op context when amp is off)."""
+    if amp == "off":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])
+
+
+def configure_backends(device: torch.device) -> None:
+    """TF32 matmuls on CUDA: fp32 results with tensor-core speed (PyTorch leaves them off by default)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"Apple MPS ({platform.machine()})"
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

@@ -1,0 +1,24 @@
+"""User-facing errors: one clear line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad flag, missing file, incompatible checkpoint).
+
+    Entry points print ``error: <message>`` and exit with status 2 instead of showing a traceback.
+    """
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    """Run an entry point's ``main`` and turn a :class:`UserError` into one line on stderr."""
+    try:
+        return int(main(argv) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR

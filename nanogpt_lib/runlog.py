@@ -1,0 +1,113 @@
+"""Writers for the text files of a run directory: train.log, train_metrics.csv, samples.txt, JSON files.
+
+Every line and row is flushed as soon as it is written, so a run killed at any moment leaves readable
+files; JSON files are replaced atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import atomic_write
+
+METRICS_COLUMNS = (
+    "step",
+    "loss",
+    "lr",
+    "grad_norm",
+    "tokens_seen",
+    "epoch",
+    "tok_per_s",
+    "elapsed_s",
+    "corpus_loss",
+)
+SAMPLE_SEPARATOR = "-" * 72
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+class TextLog:
+    """Append-only human log (logs/train.log)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fh = open(path, "a", encoding="utf-8")
+
+    def write(self, line: str) -> None:
+        self.fh.write(line + "\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class MetricsCSV:
+    """logs/train_metrics.csv, one row per log step; on resume, rows past the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        if resume_step is not None and path.exists():
+            self._truncate_after(resume_step)
+        new = not path.exists() or path.stat().st_size == 0
+        self.fh = open(path, "a", encoding="utf-8", newline="")
+        self.writer = csv.DictWriter(self.fh, fieldnames=METRICS_COLUMNS)
+        if new:
+            self.writer.writeheader()
+            self.fh.flush()
+
+    def _truncate_after(self, step: int) -> None:
+        """Drop rows a killed run wrote after its last checkpoint: the resumed run writes them again."""
+        with open(self.path, encoding="utf-8", newline="") as fh:
+            rows = [row for row in csv.DictReader(fh) if row.get("step", "").isdigit() and int(row["step"]) <= step]
+
+        def write(out) -> None:
+            text = _rows_to_csv(rows)
+            out.write(text.encode("utf-8"))
+
+        atomic_write(self.path, write)
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.writer.writerow({k: _fmt(row.get(k)) for k in METRICS_COLUMNS})
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _rows_to_csv(rows: list[dict[str, str]]) -> str:
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.8g}"
+    return str(value)
+
+
+def append_samples(path: Path, step: int, prompt: str, outputs: list[str], temperature: float, top_k: int) -> None:
+    """Append STEP / PROMPT / OUTPUT blocks to samples/samples.txt, one per generation."""
+    with open(path, "a", encoding="utf-8") as fh:
+        for i, text in enumerate(outputs, 1):
+            fh.write(f"STEP: {step} (sample {i}/{len(outputs)}, temperature {temperature}, top_k {top_k})\n")
+            fh.write(f"PROMPT:\n{prompt}\n")
+            fh.write(f"OUTPUT:\n{text}\n")
+            fh.write(SAMPLE_SEPARATOR + "\n")
+        fh.flush()

@@ -1,0 +1,115 @@
+"""Text generation from a trained model, and the ``python -m nanogpt_lib.sample`` command.
+
+The command prints only the generated text on stdout (messages go to stderr), so its output can be
+piped or redirected; the same seed gives the same text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from . import checkpoint
+from .device import autocast, pick_device, resolve_amp
+from .errors import UserError, run_cli
+from .model import GPT
+from .tokenizer import decode, encode
+
+
+def generate_text(
+    model: GPT,
+    prompt: str,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    seed: int,
+    num_samples: int = 1,
+    amp: str = "off",
+) -> list[str]:
+    """``num_samples`` continuations of ``prompt`` (each includes the prompt), reproducible for a seed.
+
+    Uses its own random generator, so sampling during training never disturbs the training RNG.
+    """
+    if not temperature > 0:
+        raise UserError(f"temperature must be > 0, got {temperature}")
+    ids = encode(prompt)
+    if not ids:
+        raise UserError("the prompt is empty; give at least one character")
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with autocast(device, amp):
+            out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator)
+    finally:
+        model.train(was_training)
+    return [decode(row) for row in out.tolist()]
+
+
+def load_model(path: str, device: torch.device) -> GPT:
+    """A model for inference from ``best.pt`` or ``last.pt``."""
+    ckpt = checkpoint.load(path, kind=checkpoint.KIND_WEIGHTS, map_location="cpu")
+    model = GPT(checkpoint.model_config_of(ckpt, path))
+    checkpoint.load_weights(model, ckpt, path)
+    return model.to(device).eval()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m nanogpt_lib.sample",
+        description="Generate text from a trained checkpoint. Only the generated text goes to stdout.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="path to best.pt or last.pt of a run")
+    parser.add_argument(
+        "--prompt", default="BIANCA:\\n", help="text to continue; \\n stands for a newline (default: BIANCA:\\n)"
+    )
+    parser.add_argument("--max_new_tokens", type=int, default=200, help="tokens to generate (default: 200)")
+    parser.add_argument(
+        "--top_k", type=int, default=200, help="sample from the k most likely tokens; 0 disables (default: 200)"
+    )
+    parser.add_argument("--temperature", type=float, default=0.8, help="> 0; lower is more conservative (default: 0.8)")
+    parser.add_argument(
+        "--seed", type=int, default=1337, help="random seed: the same seed gives the same text (default: 1337)"
+    )
+    parser.add_argument("--num_samples", type=int, default=1, help="number of continuations (default: 1)")
+    parser.add_argument(
+        "--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="where to run (default: auto)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.max_new_tokens <= 0 or args.num_samples <= 0:
+        raise UserError("--max_new_tokens and --num_samples must be positive integers")
+    if args.top_k < 0:
+        raise UserError(f"--top_k must be >= 0, got {args.top_k}")
+    if not args.temperature > 0:
+        raise UserError(f"--temperature must be > 0, got {args.temperature}")
+    device = pick_device(args.device)
+    model = load_model(args.checkpoint, device)
+    print(f"loaded {args.checkpoint} ({model.num_params():,} parameters) on {device}", file=sys.stderr)
+    texts = generate_text(
+        model,
+        args.prompt.replace("\\n", "\n"),
+        args.max_new_tokens,
+        args.temperature,
+        args.top_k,
+        args.seed,
+        num_samples=args.num_samples,
+        amp=resolve_amp("auto", device),
+    )
+    sys.stdout.write("\n\n".join(texts) + "\n")
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,609 @@
+"""The training loop (``Trainer``) and the ``python -m nanogpt_lib.train`` command.
+
+The loop writes the run directory (see DESIGN.md) and reports progress through callbacks, so the CLI
+can print lines and a notebook can draw a live plot without the loop knowing who is watching::
+
+    trainer = Trainer(TrainConfig(model="tiny", steps=100))
+    trainer.add_callback("on_log", lambda row: print(row["step"], row["loss"]))
+    summary = trainer.run()
+
+Events: ``on_start(info)``, ``on_message(line)`` for every train.log line, ``on_log(row)`` for every
+metrics row, ``on_sample(step, texts)``, ``on_end(summary)``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import math
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import checkpoint, runlog
+from .config import TrainConfig, model_config, parse_train_args
+from .data import Batches
+from .device import autocast, configure_backends, device_name, pick_device, resolve_amp
+from .errors import UserError, run_cli
+from .evaluate import corpus_loss
+from .model import GPT
+from .sample import generate_text
+from .tokenizer import encode_file
+
+EVENTS = ("on_start", "on_message", "on_log", "on_sample", "on_end")
+RUN_FILES = ("logs", "samples", "checkpoints", "summary.json", "run_config.json")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of optimizer step ``step`` (1-based): linear warm-up, then constant or cosine decay."""
+    if step <= cfg.warmup_steps:
+        return cfg.lr * step / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))) * (cfg.lr - cfg.min_lr)
+
+
+def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on weight matrices and embeddings only, fused where the device has it."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},  # biases and LayerNorm gains
+    ]
+    kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, TypeError):  # no fused kernel for this device or dtype
+        return torch.optim.AdamW(groups, **kwargs)
+
+
+def accumulate_gradients(
+    model: torch.nn.Module,
+    micro_batches: Any,
+    device: torch.device,
+    amp: str,
+    scaler: torch.amp.GradScaler,
+    grad_accum: int,
+) -> torch.Tensor:
+    """Forward and backward over ``grad_accum`` micro-batches; returns their mean loss (a device tensor).
+
+    Each micro-batch's loss is divided by ``grad_accum`` before backward, so the summed gradients equal
+    those of one batch ``grad_accum`` times larger. No host-device sync happens here.
+    """
+    loss_sum = torch.zeros((), device=device)
+    for _ in range(grad_accum):
+        x, y = micro_batches()
+        with autocast(device, amp):
+            _, loss = model(x, y)
+        loss_sum += loss.detach().float()
+        scaler.scale(loss / grad_accum).backward()
+    return loss_sum / grad_accum
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions(device: torch.device) -> dict[str, Any]:
+    import tiktoken
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "tiktoken": tiktoken.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Trainer:
+    """Trains a GPT on one text file according to a TrainConfig, writing a run directory."""
+
+    def __init__(self, cfg: TrainConfig, command: str | None = None):
+        self.cfg = cfg
+        self.command = command or "nanogpt_lib.train.Trainer (from Python)"
+        self.callbacks: dict[str, list[Callable]] = {event: [] for event in EVENTS}
+
+    def add_callback(self, event: str, fn: Callable) -> None:
+        if event not in self.callbacks:
+            raise ValueError(f"unknown event {event!r}; events are {', '.join(EVENTS)}")
+        self.callbacks[event].append(fn)
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for fn in self.callbacks[event]:
+            fn(*args)
+
+    def _say(self, line: str) -> None:
+        self.log.write(line)
+        self._emit("on_message", line)
+
+    # ------------------------------------------------------------------ set-up
+
+    def _prepare_out_dir(self) -> dict[str, Any] | None:
+        """Create the run directory; return the resume checkpoint if there is one to continue."""
+        cfg, out = self.cfg, Path(self.cfg.out_dir)
+        last = out / "checkpoints" / "last.pt"
+        ckpt = None
+        if last.exists() and cfg.resume:
+            ckpt = checkpoint.load(last, kind=checkpoint.KIND_RESUME)
+            saved = checkpoint.model_config_of(ckpt, last)
+            wanted = model_config(cfg.model, cfg.dropout)
+            if dataclasses.replace(saved, dropout=0.0) != dataclasses.replace(wanted, dropout=0.0):
+                raise UserError(
+                    f"{last} holds a model of another shape ({saved}) than --model {cfg.model} ({wanted}); "
+                    f"pass the --model it was trained with, or another --out_dir"
+                )
+        elif last.exists() and not cfg.overwrite:
+            raise UserError(
+                f"{out} already holds a run ({last}); pass --resume to continue it, --overwrite to replace it, "
+                f"or choose another --out_dir"
+            )
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            if cfg.overwrite:
+                for name in RUN_FILES:
+                    target = out / name
+                    if target.is_dir():
+                        shutil.rmtree(target)
+                    elif target.exists():
+                        target.unlink()
+            for sub in ("logs", "samples", "checkpoints"):
+                (out / sub).mkdir(exist_ok=True)
+        except OSError as err:
+            raise UserError(f"cannot create the run directory {out}: {err.strerror or err}") from None
+        return ckpt
+
+    def _setup(self) -> None:
+        cfg = self.cfg
+        cfg.validate()
+        self.device = pick_device(cfg.device)
+        self.amp = resolve_amp(cfg.amp, self.device)
+        self.tokens = encode_file(cfg.input_file)
+        if len(self.tokens) < cfg.seq_len + 1:
+            raise UserError(
+                f"{cfg.input_file} has {len(self.tokens)} tokens, fewer than --seq_len + 1 = {cfg.seq_len + 1}; "
+                f"use a longer file or a smaller --seq_len"
+            )
+        resume_ckpt = self._prepare_out_dir()
+        out = Path(cfg.out_dir)
+        self.paths = {
+            "last": out / "checkpoints" / "last.pt",
+            "best": out / "checkpoints" / "best.pt",
+            "log": out / "logs" / "train.log",
+            "metrics": out / "logs" / "train_metrics.csv",
+            "samples": out / "samples" / "samples.txt",
+            "summary": out / "summary.json",
+            "run_config": out / "run_config.json",
+        }
+        configure_backends(self.device)
+        torch.manual_seed(cfg.seed)
+        self.model_config = model_config(cfg.model, cfg.dropout)
+        self.raw_model = GPT(self.model_config)
+        if resume_ckpt is not None:
+            checkpoint.load_weights(self.raw_model, resume_ckpt, self.paths["last"])
+        self.raw_model.to(self.device)
+        self.optimizer = make_optimizer(self.raw_model, cfg, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
+        self.batches = Batches(self.tokens, cfg.batch_size, cfg.seq_len, self.device, cfg.seed)
+        self.model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
+
+        # Loop state: everything that last.pt must carry for an exact resume.
+        self.step = 0
+        self.best_step_loss, self.best_step = math.inf, 0
+        self.best_saved_loss = math.inf
+        self.recent_losses: collections.deque[float] = collections.deque(maxlen=cfg.log_every)
+        self.timers = dict.fromkeys(
+            ("elapsed_s", "train_s", "train_tokens", "warmup_s", "checkpoint_s", "sample_s", "eval_s"), 0.0
+        )
+        self.target_step: int | None = None
+        self.target_step_loss: float | None = None
+        if resume_ckpt is not None:
+            self._restore(resume_ckpt)
+
+        self.log = runlog.TextLog(self.paths["log"])
+        self.metrics = runlog.MetricsCSV(self.paths["metrics"], resume_step=self.step if resume_ckpt else None)
+        self._write_run_config(resumed=resume_ckpt is not None)
+        self.resumed = resume_ckpt is not None
+        self.resume_missing = cfg.resume and resume_ckpt is None
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+            self.batches.load_state_dict(ckpt["data"])
+            loop = ckpt["loop"]
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        except (KeyError, ValueError, RuntimeError, TypeError) as err:
+            raise UserError(f"{self.paths['last']} is incomplete or from another version: {err}") from None
+        self.step = int(loop["step"])
+        self.best_step_loss, self.best_step = float(loop["best_step_loss"]), int(loop["best_step"])
+        self.best_saved_loss = float(loop["best_saved_loss"])
+        self.recent_losses.extend(loop["recent_losses"])
+        self.timers.update({k: float(v) for k, v in loop["timers"].items()})
+
+    def _write_run_config(self, resumed: bool) -> None:
+        path = self.paths["run_config"]
+        previous = runlog.read_json(path) if resumed and path.exists() else {}
+        resumes = previous.get("resumes", [])
+        if resumed:
+            resumes.append({"step": self.step, "time": _now(), "command": self.command})
+        runlog.write_json(
+            path,
+            {
+                "command": previous.get("command", self.command),
+                "train_config": self.cfg.to_dict(),
+                "model_config": dataclasses.asdict(self.model_config),
+                "n_params": self.raw_model.num_params(),
+                "tokens_in_corpus": int(len(self.tokens)),
+                "tokens_per_step": self.cfg.tokens_per_step,
+                "device": str(self.device),
+                "device_name": device_name(self.device),
+                "amp": self.amp,
+                "optimizer": f"AdamW (fused={self.optimizer.defaults.get('fused')})",
+                "versions": _versions(self.device),
+                "git_commit": _git_commit(),
+                "started_at": previous.get("started_at", _now()),
+                "resumes": resumes,
+            },
+        )
+
+    # ------------------------------------------------------------------ checkpoints, samples, evaluation
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return checkpoint.clean_state_dict(self.raw_model.state_dict())
+
+    def _save_last(self) -> None:
+        t0 = time.perf_counter()
+        checkpoint.save(
+            self.paths["last"],
+            {
+                "kind": checkpoint.KIND_RESUME,
+                "model": self._weights(),
+                "model_config": dataclasses.asdict(self.model_config),
+                "train_config": self.cfg.to_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "data": self.batches.state_dict(),
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+                },
+                "loop": {
+                    "step": self.step,
+                    "best_step_loss": self.best_step_loss,
+                    "best_step": self.best_step,
+                    "best_saved_loss": self.best_saved_loss,
+                    "recent_losses": list(self.recent_losses),
+                    "timers": {**self.timers, "elapsed_s": self._elapsed()},
+                },
+            },
+        )
+        self.timers["checkpoint_s"] += time.perf_counter() - t0
+
+    def _save_best(self, loss: float, reason: str) -> None:
+        t0 = time.perf_counter()
+        checkpoint.save(
+            self.paths["best"],
+            {
+                "kind": checkpoint.KIND_WEIGHTS,
+                "model": self._weights(),
+                "model_config": dataclasses.asdict(self.model_config),
+                "step": self.step,
+                "loss": loss,
+                "reason": reason,
+            },
+        )
+        seconds = time.perf_counter() - t0
+        self.timers["checkpoint_s"] += seconds
+        self.best_saved_loss = loss
+        self._say(f"New best loss {loss:.6f} ({reason}) at step {self.step}: saved best.pt in {seconds:.1f}s")
+
+    def _checkpoint(self) -> None:
+        """Save last.pt; save best.pt when the recent mean loss beats the one best.pt was saved with.
+
+        best.pt is judged at checkpoint time, on the mean step loss of the last log_every steps, instead
+        of on every new minimum of a single noisy step: a handful of writes per run instead of hundreds.
+        """
+        recent = sum(self.recent_losses) / max(1, len(self.recent_losses))
+        if recent < self.best_saved_loss:
+            self._save_best(recent, f"mean of the last {len(self.recent_losses)} steps")
+        self._save_last()
+
+    def _sample(self) -> None:
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        texts = generate_text(
+            self.raw_model,
+            cfg.prompt,
+            cfg.max_new_tokens,
+            cfg.temperature,
+            cfg.top_k,
+            seed=cfg.seed + self.step,
+            num_samples=cfg.num_prompts,
+            amp=self.amp,
+        )
+        runlog.append_samples(self.paths["samples"], self.step, cfg.prompt, texts, cfg.temperature, cfg.top_k)
+        self.timers["sample_s"] += time.perf_counter() - t0
+        self._emit("on_sample", self.step, texts)
+
+    def _corpus_loss(self) -> float:
+        t0 = time.perf_counter()
+        loss = corpus_loss(
+            self.model, self.tokens, self.cfg.seq_len, self.cfg.batch_size * self.cfg.grad_accum, self.device, self.amp
+        )
+        seconds = time.perf_counter() - t0
+        self.timers["eval_s"] += seconds
+        self._say(f"Full-corpus loss {loss:.6f} at step {self.step} ({len(self.tokens) - 1:,} tokens, {seconds:.1f}s)")
+        return loss
+
+    def _elapsed(self) -> float:
+        return self.timers["elapsed_s"] + (time.perf_counter() - self.session_start)
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> dict[str, Any]:
+        """Train until ``steps`` or the target; returns the summary (also written to summary.json)."""
+        self._setup()
+        try:
+            return self._loop()
+        except KeyboardInterrupt:
+            self._say(f"Interrupted after step {self.step}: saving last.pt so that --resume continues from here.")
+            self._save_last()
+            self._finish("interrupted", None, None)
+            raise
+        finally:
+            self.log.close()
+            self.metrics.close()
+
+    def _loop(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.session_start = time.perf_counter()
+        start_step = self.step
+        n_params = self.raw_model.num_params()
+        if self.resume_missing:
+            self._say(f"No checkpoint at {self.paths['last']}: starting a fresh run.")
+        if self.resumed:
+            self._say(
+                f"Resumed from {self.paths['last']} at step {self.step} ({self.batches.tokens_seen:,} tokens seen)."
+            )
+        self._say(
+            f"Model {cfg.model}: {n_params:,} parameters | device {device_name(self.device)} | amp {self.amp} | "
+            f"compile {cfg.compile} | {len(self.tokens):,} tokens in {cfg.input_file} | "
+            f"{cfg.tokens_per_step:,} tokens/step"
+        )
+        self._emit(
+            "on_start",
+            {
+                "n_params": n_params,
+                "device": device_name(self.device),
+                "amp": self.amp,
+                "start_step": start_step,
+                "steps": cfg.steps,
+                "tokens_in_corpus": len(self.tokens),
+            },
+        )
+        if self.step >= cfg.steps:
+            self._say(
+                f"Already at step {self.step} of {cfg.steps}: nothing to train (pass a larger --steps to extend)."
+            )
+
+        interval_tokens, interval_time = 0, 0.0
+        stopped_by = corpus = None
+        while self.step < cfg.steps:
+            step = self.step + 1
+            lr = lr_at(step, cfg)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            t0 = time.perf_counter()
+            loss = accumulate_gradients(
+                self.model, self.batches.next, self.device, self.amp, self.scaler, cfg.grad_accum
+            )
+            if cfg.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.grad_clip)
+            else:
+                grad_norm = None
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step = step
+            step_loss = loss.item()  # the one host-device sync per step: the early stop needs this value
+            seconds = time.perf_counter() - t0
+            if step == start_step + 1:
+                self.timers["warmup_s"] += seconds  # first step of a session: allocation, compilation
+            else:
+                self.timers["train_s"] += seconds
+                self.timers["train_tokens"] += cfg.tokens_per_step
+                interval_tokens += cfg.tokens_per_step
+                interval_time += seconds
+
+            if not math.isfinite(step_loss):
+                raise UserError(
+                    f"the loss became {step_loss} at step {step}; last.pt still holds the last good state. "
+                    f"Try --amp bf16 (or off) or a lower --lr, then --resume"
+                )
+            self.recent_losses.append(step_loss)
+            if step_loss < self.best_step_loss:
+                self.best_step_loss, self.best_step = step_loss, step
+
+            reached = step_loss <= cfg.target_loss
+            if reached and self.target_step is None:
+                self.target_step, self.target_step_loss = step, step_loss
+            evaluate = (cfg.eval_every and step % cfg.eval_every == 0) or (reached and cfg.stop_on == "corpus")
+            corpus = self._corpus_loss() if evaluate else None
+            if cfg.stop_on == "step" and reached:
+                stopped_by = "step"
+            elif cfg.stop_on == "corpus" and corpus is not None and corpus <= cfg.target_loss:
+                stopped_by = "corpus"
+
+            if step % cfg.log_every == 0 or stopped_by or corpus is not None or step == cfg.steps:
+                tok_per_s = interval_tokens / interval_time if interval_time > 0 else float("nan")
+                row = {
+                    "step": step,
+                    "loss": step_loss,
+                    "lr": lr,
+                    "grad_norm": grad_norm.item() if grad_norm is not None else None,
+                    "tokens_seen": self.batches.tokens_seen,
+                    "epoch": self.batches.epochs,
+                    "tok_per_s": tok_per_s,
+                    "elapsed_s": self._elapsed(),
+                    "corpus_loss": corpus,
+                }
+                self.metrics.write(row)
+                self._say(
+                    f"step {step}/{cfg.steps} | loss {step_loss:.6f} | lr {lr:.2e} | "
+                    f"tok/s {tok_per_s:.1f} | elapsed {row['elapsed_s']:.1f}s"
+                )
+                self._emit("on_log", row)
+                interval_tokens, interval_time = 0, 0.0
+
+            if stopped_by:
+                which = "step loss" if stopped_by == "step" else "full-corpus loss"
+                value = step_loss if stopped_by == "step" else corpus
+                self._say(
+                    f"Target reached: {which} {value:.6f} <= {cfg.target_loss} at step {step} "
+                    f"({self.batches.tokens_seen:,} tokens, {self._elapsed():.1f}s)"
+                )
+                self._save_best(value, f"target reached by the {which}")
+                self._save_last()
+                self._sample()
+                if corpus is None:
+                    corpus = self._corpus_loss()
+                return self._finish("target_reached", stopped_by, corpus)
+            if cfg.save_every and step % cfg.save_every == 0:
+                self._checkpoint()
+            if cfg.sample_every and step % cfg.sample_every == 0:
+                self._sample()
+
+        if self.step > start_step:
+            self._checkpoint()
+            if not (cfg.sample_every and self.step % cfg.sample_every == 0):
+                self._sample()
+        return self._finish("completed", None, corpus)
+
+    def _finish(self, status: str, stopped_by: str | None, corpus: float | None) -> dict[str, Any]:
+        cfg = self.cfg
+        elapsed = self._elapsed()
+        summary = {
+            "status": status,
+            "stopped_by": {"step": "step_loss", "corpus": "full_corpus_loss"}.get(stopped_by),
+            "target_loss": cfg.target_loss,
+            "steps": self.step,
+            "steps_requested": cfg.steps,
+            "target_step": self.target_step,
+            "target_step_loss": self.target_step_loss,
+            "final_step_loss": self.recent_losses[-1] if self.recent_losses else None,
+            "best_step_loss": self.best_step_loss if math.isfinite(self.best_step_loss) else None,
+            "best_step": self.best_step or None,
+            "full_corpus_loss": corpus,
+            "full_corpus_loss_step": self.step if corpus is not None else None,
+            "tokens_seen": self.batches.tokens_seen,
+            "epochs": round(self.batches.epochs, 4),
+            "tokens_per_step": cfg.tokens_per_step,
+            "wall_time_s": round(elapsed, 3),
+            "train_time_s": round(self.timers["train_s"], 3),
+            "warmup_time_s": round(self.timers["warmup_s"], 3),
+            "checkpoint_time_s": round(self.timers["checkpoint_s"], 3),
+            "sample_time_s": round(self.timers["sample_s"], 3),
+            "eval_time_s": round(self.timers["eval_s"], 3),
+            "tok_per_s": round(self.timers["train_tokens"] / self.timers["train_s"], 1)
+            if self.timers["train_s"]
+            else None,
+            "model": cfg.model,
+            "n_params": self.raw_model.num_params(),
+            "device": device_name(self.device),
+            "amp": self.amp,
+            "finished_at": _now(),
+        }
+        runlog.write_json(self.paths["summary"], summary)
+        share = 100 * self.timers["checkpoint_s"] / elapsed if elapsed > 0 else 0.0
+        self._say(f"Checkpoint I/O: {self.timers['checkpoint_s']:.1f}s ({share:.1f}% of {elapsed:.1f}s wall time)")
+        if status != "interrupted":
+            self._say("Training complete.")
+        self._emit("on_end", summary)
+        return summary
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def _console_callbacks(trainer: Trainer, cfg: TrainConfig) -> None:
+    """Print every log line; on a terminal, also a tqdm progress bar (lines are written above it)."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+        def on_start(info: dict) -> None:
+            bar.n = info["start_step"]
+            bar.refresh()
+
+        def on_log(row: dict) -> None:
+            bar.update(row["step"] - bar.n)
+
+        trainer.add_callback("on_start", on_start)
+        trainer.add_callback("on_message", lambda line: bar.write(line))
+        trainer.add_callback("on_log", on_log)
+        trainer.add_callback("on_end", lambda summary: bar.close())
+    else:
+        trainer.add_callback("on_message", lambda line: print(line, flush=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = parse_train_args(
+        argv,
+        prog="python -m nanogpt_lib.train",
+        description="Train a GPT-2 style model from scratch on a text file until the training loss reaches a target.",
+    )
+    trainer = Trainer(cfg, command=shlex.join(["python", "-m", "nanogpt_lib.train", *argv]))
+    _console_callbacks(trainer, cfg)
+    try:
+        summary = trainer.run()
+    except KeyboardInterrupt:
+        print(f"Interrupted; resume with: {trainer.command} --resume", file=sys.stderr)
+        return 130
+    if summary["status"] == "target_reached":
+        print(f"Target reached at step {summary['steps']}; run directory: {cfg.out_dir}", file=sys.stderr)
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()
