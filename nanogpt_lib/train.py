@@ -422,6 +422,7 @@ class Trainer:
 
         interval_tokens, interval_time = 0, 0.0
         stopped_by = corpus = None
+        last_eval = 0
         while self.step < cfg.steps:
             step = self.step + 1
             lr = lr_at(step, cfg)
@@ -462,8 +463,13 @@ class Trainer:
             reached = step_loss <= cfg.target_loss
             if reached and self.target_step is None:
                 self.target_step, self.target_step_loss = step, step_loss
-            evaluate = (cfg.eval_every and step % cfg.eval_every == 0) or (reached and cfg.stop_on == "corpus")
-            corpus = self._corpus_loss() if evaluate else None
+            # With --stop_on corpus, a step loss at the target triggers the (costlier) full-corpus pass, at most
+            # once every log_every steps.
+            periodic = cfg.eval_every and step % cfg.eval_every == 0
+            candidate = reached and cfg.stop_on == "corpus" and step - last_eval >= min(cfg.log_every, step)
+            corpus = self._corpus_loss() if periodic or candidate else None
+            if corpus is not None:
+                last_eval = step
             if cfg.stop_on == "step" and reached:
                 stopped_by = "step"
             elif cfg.stop_on == "corpus" and corpus is not None and corpus <= cfg.target_loss:
