@@ -1,0 +1,55 @@
+"""Shared fixtures: offline tokenizer, the course file, small corpora and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+# No internet in CI: tiktoken reads the GPT-2 BPE from a ready cache unless the caller chose one.
+if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken_cache").is_dir():
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED / "tiktoken_cache")
+
+
+def _course_file() -> Path:
+    for candidate in (ROOT / "data" / "input.txt", SHARED / "data" / "input.txt"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("tests need the course's input.txt in data/ (see data/README.md)")
+
+
+@pytest.fixture(scope="session")
+def course_file() -> Path:
+    return _course_file()
+
+
+@pytest.fixture
+def small_corpus(tmp_path: Path, course_file: Path) -> Path:
+    """The first 20,000 characters of tiny-shakespeare (about 5,500 tokens): enough for tiny runs."""
+    path = tmp_path / "small.txt"
+    path.write_text(course_file.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+    return path
+
+
+def tiny_args(input_file: Path, out_dir: Path, *extra: str) -> list[str]:
+    """Flags of a small, fast, seeded CPU run of the tiny model."""
+    return [
+        "--input_file", str(input_file), "--out_dir", str(out_dir), "--model", "tiny", "--device", "cpu",
+        "--steps", "6", "--batch_size", "2", "--seq_len", "32", "--grad_accum", "2", "--lr", "1e-3",
+        "--log_every", "1", "--save_every", "0", "--sample_every", "0", "--max_new_tokens", "8", "--seed", "7",
+        *extra,
+    ]  # fmt: skip
+
+
+def run_module(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` as a user would, capturing stdout and stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip

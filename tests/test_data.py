@@ -1,0 +1,72 @@
+"""Tokenizer and batches: the course file's token count, round trips, shifted targets, exact evaluation windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nanogpt_lib.data import Batches, eval_windows
+from nanogpt_lib.errors import UserError
+from nanogpt_lib.tokenizer import decode, encode, encode_file
+
+
+def test_course_file_has_338025_gpt2_tokens_and_round_trips(course_file, tmp_path) -> None:
+    text = course_file.read_text(encoding="utf-8")
+    copy = tmp_path / "input.txt"
+    copy.write_text(text, encoding="utf-8")
+    ids = encode_file(copy)
+    assert ids.dtype == np.uint16 and len(ids) == 338_025
+    assert decode(ids.tolist()) == text
+    cached = list((tmp_path / ".token_cache").glob("input.txt.*.gpt2.npy"))
+    assert len(cached) == 1
+    assert np.array_equal(encode_file(copy), ids)  # second call reads the cache
+
+
+def test_token_cache_follows_the_file_content(tmp_path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_text("hello world", encoding="utf-8")
+    first = encode_file(path)
+    path.write_text("goodbye world", encoding="utf-8")
+    assert encode_file(path).tolist() == encode("goodbye world") != first.tolist()
+
+
+def test_batches_are_shifted_windows_and_reproducible() -> None:
+    tokens = np.arange(1000, dtype=np.uint16)
+    a = Batches(tokens, batch_size=3, seq_len=16, device="cpu", seed=1)
+    x, y = a.next()
+    assert x.shape == y.shape == (3, 16)
+    assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(y, x + 1)
+    b = Batches(tokens, batch_size=3, seq_len=16, device="cpu", seed=1)
+    assert torch.equal(b.next()[0], x)
+    assert a.tokens_seen == 48 and a.epochs == pytest.approx(0.048)
+
+
+def test_batches_state_restores_the_sequence() -> None:
+    tokens = np.arange(500, dtype=np.uint16)
+    a = Batches(tokens, batch_size=2, seq_len=8, device="cpu", seed=3)
+    a.next()
+    state = a.state_dict()
+    expected = [a.next()[0] for _ in range(3)]
+    b = Batches(tokens, batch_size=2, seq_len=8, device="cpu", seed=99)
+    b.load_state_dict(state)
+    assert all(torch.equal(b.next()[0], e) for e in expected)
+    assert b.tokens_seen == a.tokens_seen
+
+
+def test_batches_need_seq_len_plus_one_tokens() -> None:
+    with pytest.raises(UserError, match="fewer than --seq_len"):
+        Batches(np.arange(16, dtype=np.uint16), batch_size=1, seq_len=16, device="cpu", seed=0)
+
+
+@pytest.mark.parametrize("n", [2, 33, 64, 65, 100])
+def test_eval_windows_predict_every_token_once(n: int) -> None:
+    tokens = np.arange(n, dtype=np.uint16)
+    targets, inputs = [], []
+    for x, y in eval_windows(tokens, seq_len=16, batch_size=3):
+        assert x.shape == y.shape and x.shape[1] <= 16
+        assert torch.equal(y, x + 1)
+        targets += y.flatten().tolist()
+        inputs += x.flatten().tolist()
+    assert targets == list(range(1, n))
+    assert inputs == list(range(0, n - 1))

@@ -1,0 +1,189 @@
+"""The training loop end to end on the tiny model: run directory, early stop, accumulation, resume, sampling."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from nanogpt_lib import checkpoint
+from nanogpt_lib.config import TrainConfig, model_config
+from nanogpt_lib.errors import run_cli
+from nanogpt_lib.model import GPT
+from nanogpt_lib.runlog import METRICS_COLUMNS
+from nanogpt_lib.train import accumulate_gradients, lr_at, main
+
+from .conftest import run_module, tiny_args
+
+# Losses of the first ten steps of `tiny_args(..., "--steps", "10")` on the 20,000-character corpus, on CPU in
+# fp32. A change to the model, the initialisation, the batches or the optimizer moves them: update them only
+# for a change that is meant to alter training, and say so in the commit.
+PINNED_LOSSES = [10.8499, 10.599924, 10.428408, 10.429033, 10.33956, 10.256664, 10.102001, 9.8468704, 9.6290398,
+                 9.3858109]  # fmt: skip
+
+
+def train(*argv: str) -> int:
+    return run_cli(main, list(argv))
+
+
+def read_metrics(out_dir: Path) -> list[dict[str, str]]:
+    with open(out_dir / "logs" / "train_metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_run_directory_holds_every_file(small_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert train(*tiny_args(small_corpus, out, "--save_every", "3", "--sample_every", "3", "--num_prompts", "2")) == 0
+
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["train_config"]["seed"] == 7 and config["train_config"]["steps"] == 6
+    assert config["command"].startswith("python -m nanogpt_lib.train --input_file")
+    assert config["n_params"] == GPT(model_config("tiny")).num_params()
+    assert {"python", "torch", "tiktoken"} <= set(config["versions"]) and config["device_name"].startswith("CPU")
+    assert "git_commit" in config and config["resumes"] == []
+
+    log = (out / "logs" / "train.log").read_text().splitlines()
+    step_lines = [line for line in log if line.startswith("step ")]
+    assert len(step_lines) == 6
+    assert re.fullmatch(
+        r"step 6/6 \| loss \d+\.\d{6} \| lr 1\.00e-03 \| tok/s \d+\.\d \| elapsed \d+\.\ds", step_lines[-1]
+    )
+    assert log[-1] == "Training complete."
+    assert any(line.startswith("New best loss") for line in log)
+
+    rows = read_metrics(out)
+    assert list(rows[0]) == list(METRICS_COLUMNS)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [int(r["tokens_seen"]) for r in rows] == [128 * s for s in range(1, 7)]
+    assert all(float(r["tok_per_s"]) > 0 for r in rows[1:])
+
+    samples = (out / "samples" / "samples.txt").read_text()
+    assert samples.count("STEP: 3 ") == 2 and samples.count("STEP: 6 ") == 2
+    assert samples.count("PROMPT:\nBIANCA:\n") == 4 and samples.count("OUTPUT:\nBIANCA:\n") == 4
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 6 and summary["tokens_seen"] == 768
+    assert summary["target_step"] is None and summary["full_corpus_loss"] is None
+    assert summary["best_step_loss"] == min(float(r["loss"]) for r in rows) or summary["best_step_loss"] < 11
+    assert summary["train_time_s"] > 0 and summary["warmup_time_s"] > 0
+
+    best = checkpoint.load(out / "checkpoints" / "best.pt", kind=checkpoint.KIND_WEIGHTS)
+    last = checkpoint.load(out / "checkpoints" / "last.pt", kind=checkpoint.KIND_RESUME)
+    assert best["step"] == 6 and last["loop"]["step"] == 6
+    assert not any(k.startswith("_orig_mod.") for k in last["model"])
+
+
+def test_pinned_first_ten_losses(small_corpus: Path, tmp_path: Path) -> None:
+    assert train(*tiny_args(small_corpus, tmp_path / "run", "--steps", "10")) == 0
+    losses = [float(r["loss"]) for r in read_metrics(tmp_path / "run")]
+    assert losses == pytest.approx(PINNED_LOSSES, abs=1e-3)
+
+
+@pytest.mark.parametrize("stop_on", ["step", "corpus"])
+def test_early_stop_at_target_writes_summary(small_corpus: Path, tmp_path: Path, stop_on: str) -> None:
+    out = tmp_path / "run"
+    assert train(*tiny_args(small_corpus, out, "--steps", "40", "--target_loss", "10.6", "--stop_on", stop_on)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "target_reached"
+    assert summary["steps"] < 40
+    assert summary["target_step_loss"] <= 10.6
+    assert summary["full_corpus_loss"] is not None and math.isfinite(summary["full_corpus_loss"])
+    if stop_on == "corpus":
+        assert summary["stopped_by"] == "full_corpus_loss" and summary["full_corpus_loss"] <= 10.6
+    else:
+        assert summary["stopped_by"] == "step_loss" and summary["target_step"] == summary["steps"]
+    log = (out / "logs" / "train.log").read_text()
+    assert "Target reached: " in log and "Full-corpus loss" in log and log.endswith("Training complete.\n")
+    best = checkpoint.load(out / "checkpoints" / "best.pt", kind=checkpoint.KIND_WEIGHTS)
+    assert best["step"] == summary["steps"] and "target reached" in best["reason"]
+    assert f"STEP: {summary['steps']} " in (out / "samples" / "samples.txt").read_text()
+
+
+def test_gradient_accumulation_equals_the_big_batch() -> None:
+    x = torch.randint(0, 50257, (4, 16), generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 50257, (4, 16), generator=torch.Generator().manual_seed(1))
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+
+    def grads(micro_batches: list, accum: int) -> tuple[float, list[torch.Tensor]]:
+        torch.manual_seed(0)
+        model = GPT(model_config("tiny"))
+        it = iter(micro_batches)
+        loss = accumulate_gradients(model, lambda: next(it), torch.device("cpu"), "off", scaler, accum)
+        return loss.item(), [p.grad.clone() for p in model.parameters()]
+
+    big_loss, big = grads([(x, y)], 1)
+    acc_loss, acc = grads([(x[:2], y[:2]), (x[2:], y[2:])], 2)
+    assert acc_loss == pytest.approx(big_loss, rel=1e-6)
+    for a, b in zip(acc, big, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_resume_continues_exactly(small_corpus: Path, tmp_path: Path) -> None:
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert train(*tiny_args(small_corpus, straight)) == 0
+    assert train(*tiny_args(small_corpus, split, "--steps", "3")) == 0
+    assert train(*tiny_args(small_corpus, split, "--resume")) == 0
+
+    assert [r["loss"] for r in read_metrics(split)] == [r["loss"] for r in read_metrics(straight)]
+    a = checkpoint.load(straight / "checkpoints" / "last.pt", kind=checkpoint.KIND_RESUME)
+    b = checkpoint.load(split / "checkpoints" / "last.pt", kind=checkpoint.KIND_RESUME)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["data"]["tokens_seen"] == b["data"]["tokens_seen"] == 6 * 128
+    config = json.loads((split / "run_config.json").read_text())
+    assert [r["step"] for r in config["resumes"]] == [3]
+    assert "Resumed from" in (split / "logs" / "train.log").read_text()
+    summary = json.loads((split / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["tokens_seen"] == 768
+
+
+def test_resume_drops_metrics_rows_written_after_the_checkpoint(small_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert train(*tiny_args(small_corpus, out, "--steps", "3")) == 0
+    with open(out / "logs" / "train_metrics.csv", "a") as fh:  # what a run killed after step 4 leaves behind
+        fh.write("4,9.9,0.001,,512,0.1,100,1.0,\n")
+    assert train(*tiny_args(small_corpus, out, "--resume", "--steps", "5")) == 0
+    assert [int(r["step"]) for r in read_metrics(out)] == [1, 2, 3, 4, 5]
+
+
+def test_resume_without_a_checkpoint_starts_fresh_and_says_so(small_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert train(*tiny_args(small_corpus, out, "--steps", "2", "--resume")) == 0
+    assert "No checkpoint at" in (out / "logs" / "train.log").read_text()
+
+
+def test_learning_rate_schedule() -> None:
+    cfg = TrainConfig(steps=100, lr=1e-3, min_lr=1e-4, warmup_steps=10, lr_schedule="cosine")
+    assert lr_at(1, cfg) == pytest.approx(1e-4) and lr_at(10, cfg) == pytest.approx(1e-3)
+    assert lr_at(55, cfg) == pytest.approx(5.5e-4) and lr_at(100, cfg) == pytest.approx(1e-4)
+    constant = TrainConfig(lr=3e-4)
+    assert lr_at(1, constant) == lr_at(10_000, constant) == 3e-4
+
+
+def test_sample_cli_prints_only_text_and_is_deterministic(small_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert train(*tiny_args(small_corpus, out, "--steps", "2")) == 0
+    args = ("--checkpoint", str(out / "checkpoints" / "best.pt"), "--prompt", "ROMEO:\\n", "--max_new_tokens", "12",
+            "--seed", "3", "--device", "cpu")  # fmt: skip
+    first, second = run_module("nanogpt_lib.sample", *args), run_module("nanogpt_lib.sample", *args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout and first.stdout.startswith("ROMEO:\n")
+    assert "loaded" in first.stderr and "loaded" not in first.stdout
+    other = run_module("nanogpt_lib.sample", *args[:-4], "--seed", "4", "--device", "cpu")
+    assert other.stdout != first.stdout
+
+
+def test_sanity_command_runs_verbatim_on_cpu(course_file: Path, tmp_path: Path) -> None:
+    """The reference sanity command, shortened to 2 steps and the tiny model; the 124M version is in the README."""
+    result = run_module(
+        "nanogpt_lib.train", "--input_file", str(course_file), "--out_dir", str(tmp_path / "out_sanity"),
+        "--steps", "2", "--batch_size", "4", "--seq_len", "128", "--grad_accum", "1", "--lr", "3e-4",
+        "--log_every", "10", "--save_every", "100", "--sample_every", "100", "--model", "tiny",
+        "--max_new_tokens", "8",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "step 2/2 | loss" in result.stdout and "Training complete." in result.stdout
