@@ -1,0 +1,42 @@
+# Thin wrappers: every target is also written out as a plain command in README.md (Windows has no make).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN_DIR ?= out/full
+export PYTHONPATH :=
+
+.PHONY: help setup setup-dev data sanity train test lint
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.runtime: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -r requirements.txt -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.runtime  ## create .venv and install the runtime dependencies and nanogpt_lib
+
+setup-dev: $(VENV)/.dev  ## setup, plus the test and lint tools
+
+data: setup  ## download data/input.txt (needs internet; otherwise copy the course file there)
+	$(PY) -m nanogpt_lib.download --dest data/input.txt
+
+sanity: setup  ## set up, then the reference sanity run (200 steps, 124M model) into out_sanity/
+	$(PY) -m nanogpt_lib.train --input_file data/input.txt --out_dir out_sanity --steps 200 --batch_size 4 \
+		--seq_len 128 --grad_accum 1 --lr 3e-4 --log_every 10 --save_every 100 --sample_every 100 --overwrite
+
+train: setup  ## set up, then the reference full run into $(RUN_DIR) (re-running resumes)
+	$(PY) -m nanogpt_lib.train --input_file data/input.txt --out_dir $(RUN_DIR) --steps 200000 --batch_size 8 \
+		--seq_len 256 --grad_accum 4 --lr 3e-4 --log_every 50 --save_every 2000 --sample_every 2000 --resume
+
+lint: setup-dev  ## ruff on the library and the tests
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: setup-dev lint  ## set up, lint, then run the test suite
+	$(PY) -m pytest
