@@ -54,12 +54,12 @@ class TextLog:
 
 
 class MetricsCSV:
-    """logs/train_metrics.csv, one row per log step; on resume, rows past the checkpoint's step are dropped."""
+    """logs/train_metrics.csv, one row per log step; rows past ``keep_until_step`` are dropped on opening."""
 
-    def __init__(self, path: Path, resume_step: int | None):
+    def __init__(self, path: Path, keep_until_step: int):
         self.path = path
-        if resume_step is not None and path.exists():
-            self._truncate_after(resume_step)
+        if path.exists():
+            self._truncate_after(keep_until_step)
         new = not path.exists() or path.stat().st_size == 0
         self.fh = open(path, "a", encoding="utf-8", newline="")
         self.writer = csv.DictWriter(self.fh, fieldnames=METRICS_COLUMNS)

@@ -171,7 +171,7 @@ class Trainer:
             )
         try:
             out.mkdir(parents=True, exist_ok=True)
-            if cfg.overwrite:
+            if cfg.overwrite and (last.exists() or (out / "run_config.json").exists()):
                 for name in RUN_FILES:
                     target = out / name
                     if target.is_dir():
@@ -232,7 +232,8 @@ class Trainer:
             self._restore(resume_ckpt)
 
         self.log = runlog.TextLog(self.paths["log"])
-        self.metrics = runlog.MetricsCSV(self.paths["metrics"], resume_step=self.step if resume_ckpt else None)
+        # Rows past the checkpoint's step (or, on a fresh start, rows of a run that never saved) are dropped.
+        self.metrics = runlog.MetricsCSV(self.paths["metrics"], keep_until_step=self.step)
         self._write_run_config(resumed=resume_ckpt is not None)
         self.resumed = resume_ckpt is not None
         self.resume_missing = cfg.resume and resume_ckpt is None
