@@ -1,0 +1,320 @@
+"""Reports from a run directory (never from the model): loss curve, summary, metrics, log excerpt, samples.
+
+    python -m nanogpt_lib.report --out_dir out/full --readme README.md
+
+rewrites the README blocks between ``<!--AUTO:NAME:START-->`` and ``<!--AUTO:NAME:END-->`` (NAME in PLOT,
+SUMMARY, LOGS, METRICS, SAMPLES) and copies the loss curve and the small evidence files into ``results/``
+beside that README, which the blocks link to. Running it twice changes nothing the second time. A README
+without the markers, or a run directory without metrics, is an error that leaves every file untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import atomic_write
+from .errors import UserError, run_cli
+from .runlog import SAMPLE_SEPARATOR
+
+BLOCKS = ("SUMMARY", "PLOT", "METRICS", "LOGS", "SAMPLES")
+EVIDENCE = {  # file in the run directory -> name in results/
+    "logs/train_metrics.csv": "train_metrics.csv",
+    "logs/train.log": "train.log",
+    "samples/samples.txt": "samples.txt",
+    "summary.json": "summary.json",
+    "run_config.json": "run_config.json",
+}
+PLOT_NAME = "loss_curve.png"
+_SAMPLE_HEADER = re.compile(r"^STEP: (\d+) \(sample (\d+)/(\d+)")
+
+
+@dataclass
+class Run:
+    """What a run directory holds, read as text and numbers."""
+
+    out_dir: Path
+    metrics: list[dict[str, float | None]]
+    summary: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    log_lines: list[str] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def target_loss(self) -> float:
+        return float(
+            self.summary.get("target_loss") or self.config.get("train_config", {}).get("target_loss", 0.099999)
+        )
+
+
+def _number(text: str) -> float | None:
+    return float(text) if text not in ("", None) else None
+
+
+def load_run(out_dir: str | os.PathLike) -> Run:
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise UserError(f"run directory {out} not found")
+    metrics_path = out / "logs" / "train_metrics.csv"
+    if not metrics_path.is_file():
+        raise UserError(f"run directory {out} has no metrics ({metrics_path} is missing): has it trained yet?")
+    with open(metrics_path, newline="", encoding="utf-8") as fh:
+        rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    rows = [r for r in rows if r.get("step") is not None and r.get("loss") is not None]
+    if not rows:
+        raise UserError(f"{metrics_path} holds no rows yet: nothing to report")
+    run = Run(out_dir=out, metrics=rows)
+    for name, attr in (("summary.json", "summary"), ("run_config.json", "config")):
+        path = out / name
+        if path.is_file():
+            try:
+                setattr(run, attr, json.loads(path.read_text(encoding="utf-8")))
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
+    log = out / "logs" / "train.log"
+    if log.is_file():
+        run.log_lines = log.read_text(encoding="utf-8").splitlines()
+    samples = out / "samples" / "samples.txt"
+    if samples.is_file():
+        run.samples = parse_samples(samples.read_text(encoding="utf-8"))
+    return run
+
+
+def parse_samples(text: str) -> list[dict[str, Any]]:
+    """The STEP / PROMPT / OUTPUT blocks of samples.txt as dicts (step, prompt, output)."""
+    samples = []
+    for block in text.split(SAMPLE_SEPARATOR + "\n"):
+        header, _, rest = block.partition("\n")
+        match = _SAMPLE_HEADER.match(header)
+        if not match or "OUTPUT:\n" not in rest:
+            continue
+        prompt, _, output = rest.partition("OUTPUT:\n")
+        samples.append(
+            {
+                "step": int(match.group(1)),
+                "prompt": prompt.removeprefix("PROMPT:\n").removesuffix("\n"),
+                "output": output.removesuffix("\n"),
+            }
+        )
+    return samples
+
+
+# ---------------------------------------------------------------------- the pieces
+
+
+def plot_loss_curve(run: Run, path: str | os.PathLike) -> Path:
+    """Step loss (log scale) against steps, with the target line and any full-corpus losses; a PNG."""
+    from matplotlib.figure import Figure
+
+    steps = [r["step"] for r in run.metrics]
+    losses = [r["loss"] for r in run.metrics]
+    fig = Figure(figsize=(8, 4.5), dpi=120)
+    ax = fig.subplots()
+    ax.plot(steps, losses, lw=1.2, color="tab:blue", label="training loss (step mean)")
+    corpus = [(r["step"], r["corpus_loss"]) for r in run.metrics if r.get("corpus_loss") is not None]
+    if corpus:
+        ax.plot(*zip(*corpus, strict=True), "o", color="tab:green", ms=5, label="full-corpus loss")
+    ax.axhline(run.target_loss, color="tab:red", ls="--", lw=1, label=f"target {run.target_loss}")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    device = run.summary.get("device") or run.config.get("device_name", "")
+    ax.set_title(f"{run.config.get('train_config', {}).get('model', 'GPT')} on {device}".strip(), fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    path = Path(path)
+
+    def write(fh) -> None:
+        fig.savefig(fh, format="png", metadata={"Software": None})  # no version stamp: same run, same bytes
+
+    atomic_write(path, write)
+    return path
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min ({seconds:,.0f} s)"
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def summary_block(run: Run) -> str:
+    s, c = run.summary, run.config
+    status = {
+        "target_reached": f"**target reached** (stopped by the {str(s.get('stopped_by', '')).replace('_', ' ')})",
+        "completed": "completed all steps without reaching the target",
+        "interrupted": "interrupted (resumable from last.pt)",
+    }.get(s.get("status"), "in progress (no summary.json yet)")
+    last = run.metrics[-1]
+    rows = [
+        ("Status", status),
+        ("Target", f"training loss ≤ {run.target_loss}"),
+        ("Step loss at the target", f"{_fmt(s.get('target_step_loss'), '.6f')} at step {_fmt(s.get('target_step'))}"),
+        ("Full-corpus loss", f"{_fmt(s.get('full_corpus_loss'), '.6f')} (eval mode, every token of the input once)"),
+        ("Best step loss", f"{_fmt(s.get('best_step_loss'), '.6f')} at step {_fmt(s.get('best_step'))}"),
+        ("Steps", f"{_fmt(s.get('steps', int(last['step'])), ',')}"),
+        (
+            "Tokens seen",
+            f"{_fmt(s.get('tokens_seen', last.get('tokens_seen')), ',.0f')} "
+            f"({_fmt(s.get('epochs', last.get('epoch')), '.2f')} passes over the corpus)",
+        ),  # fmt: skip
+        ("Tokens per step", _fmt(s.get("tokens_per_step") or c.get("tokens_per_step"), ",")),
+        (
+            "Training time",
+            f"{_fmt_seconds(s.get('train_time_s'))} (warm-up/compile {_fmt_seconds(s.get('warmup_time_s'))} apart)",
+        ),
+        (
+            "Wall time",
+            f"{_fmt_seconds(s.get('wall_time_s', last.get('elapsed_s')))} (checkpoints "
+            f"{_fmt_seconds(s.get('checkpoint_time_s'))}, samples {_fmt_seconds(s.get('sample_time_s'))}, "
+            f"full-corpus loss {_fmt_seconds(s.get('eval_time_s'))})",
+        ),  # fmt: skip
+        ("Throughput", f"{_fmt(s.get('tok_per_s'), ',.0f')} tokens/s"),
+        ("Model", f"{c.get('train_config', {}).get('model', '?')}, {_fmt(c.get('n_params'), ',')} parameters"),
+        ("Device", f"{s.get('device') or c.get('device_name', '?')}, amp {s.get('amp') or c.get('amp', '?')}"),
+        (
+            "Software",
+            ", ".join(f"{k} {v}" for k, v in c.get("versions", {}).items() if k in ("python", "torch", "cuda") and v),
+        ),
+        ("Command", f"`{c.get('command', '?')}`"),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"| | |\n| --- | --- |\n{table}"
+
+
+def plot_block(plot_rel: str) -> str:
+    return f"![Training loss per optimizer step, log scale, with the target line]({plot_rel})"
+
+
+def metrics_block(run: Run, max_rows: int = 12) -> str:
+    """Evenly spaced rows of the metrics CSV, always with the first and the last."""
+    rows = run.metrics
+    if len(rows) > max_rows:
+        picks = sorted({round(i * (len(rows) - 1) / (max_rows - 1)) for i in range(max_rows)})
+        rows = [rows[i] for i in picks]
+    lines = [
+        "| step | loss | lr | tokens seen | tok/s | elapsed | full-corpus loss |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['step']:,.0f} | {r['loss']:.6f} | {_fmt(r.get('lr'), '.2e')} | {_fmt(r.get('tokens_seen'), ',.0f')} "
+            f"| {_fmt(r.get('tok_per_s'), ',.0f')} | {_fmt(r.get('elapsed_s'), '.1f')} s "
+            f"| {_fmt(r.get('corpus_loss'), '.6f')} |"
+        )
+    return "\n".join(lines) + f"\n\n{len(run.metrics):,} rows in all: `results/train_metrics.csv`."
+
+
+def logs_block(run: Run, head: int = 4, tail: int = 12) -> str:
+    lines = run.log_lines
+    if len(lines) > head + tail:
+        lines = [*lines[:head], f"... ({len(lines) - head - tail:,} lines) ...", *lines[-tail:]]
+    return "```text\n" + "\n".join(lines) + "\n```" if lines else "*No train.log in the run directory.*"
+
+
+def samples_block(run: Run) -> str:
+    """The latest sample for each prompt."""
+    if not run.samples:
+        return "*No samples in the run directory.*"
+    latest: dict[str, dict[str, Any]] = {}
+    for sample in run.samples:
+        latest[sample["prompt"]] = sample  # later samples replace earlier ones
+    parts = [
+        f"Step {s['step']:,}, prompt `{s['prompt'].strip()}`:\n\n```text\n{s['output']}\n```" for s in latest.values()
+    ]
+    return "\n\n".join(parts)
+
+
+# ---------------------------------------------------------------------- the README
+
+
+def _marker(name: str, edge: str) -> str:
+    return f"<!--AUTO:{name}:{edge}-->"
+
+
+def replace_blocks(text: str, blocks: dict[str, str]) -> str:
+    """Replace the content between each pair of markers; every marker must be there exactly once."""
+    missing = [n for n in blocks if text.count(_marker(n, "START")) != 1 or text.count(_marker(n, "END")) != 1]
+    if missing:
+        raise UserError(
+            f"the README lacks the markers (or has them twice) for: {', '.join(missing)}; "
+            f"each block needs one {_marker('NAME', 'START')} and one {_marker('NAME', 'END')} line"
+        )
+    misordered = [n for n in blocks if text.index(_marker(n, "END")) < text.index(_marker(n, "START"))]
+    if misordered:
+        raise UserError(f"the README has an END marker before its START marker for: {', '.join(misordered)}")
+    for name, content in blocks.items():
+        start, end = _marker(name, "START"), _marker(name, "END")
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1]
+        text = f"{before}{start}\n{content.strip()}\n{end}{after}"
+    return text
+
+
+def write_report(out_dir: str | os.PathLike, readme: str | os.PathLike) -> dict[str, Any]:
+    """Render the loss curve and the README blocks of a run, copy the evidence to results/, rewrite the README."""
+    run = load_run(out_dir)
+    readme = Path(readme)
+    if not readme.is_file():
+        raise UserError(f"README {readme} not found")
+    results = readme.resolve().parent / "results"
+    plot_rel = f"results/{PLOT_NAME}"
+    blocks = {
+        "SUMMARY": summary_block(run),
+        "PLOT": plot_block(plot_rel),
+        "METRICS": metrics_block(run),
+        "LOGS": logs_block(run),
+        "SAMPLES": samples_block(run),
+    }
+    old = readme.read_text(encoding="utf-8")
+    new = replace_blocks(old, blocks)  # raises before anything is written
+    try:
+        results.mkdir(exist_ok=True)
+        plot_loss_curve(run, run.out_dir / "logs" / PLOT_NAME)
+        shutil.copyfile(run.out_dir / "logs" / PLOT_NAME, results / PLOT_NAME)
+        for src, name in EVIDENCE.items():
+            if (run.out_dir / src).is_file():
+                shutil.copyfile(run.out_dir / src, results / name)
+        if new != old:
+            atomic_write(readme, lambda fh: fh.write(new.encode("utf-8")))
+    except OSError as err:
+        raise UserError(f"cannot write the report ({err.filename}: {err.strerror})") from None
+    return {"readme": str(readme), "results": str(results), "changed": new != old, "blocks": blocks}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m nanogpt_lib.report",
+        description="Fill the README's AUTO blocks and results/ from a run directory.",
+    )
+    parser.add_argument("--out_dir", required=True, help="the run directory to report on")
+    parser.add_argument(
+        "--readme", default="README.md", help="README to rewrite; results/ goes beside it (default: README.md)"
+    )
+    args = parser.parse_args(argv)
+    report = write_report(args.out_dir, args.readme)
+    state = "updated" if report["changed"] else "already up to date"
+    print(f"{args.readme} {state}; evidence in {report['results']}", file=sys.stderr)
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()

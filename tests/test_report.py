@@ -1,0 +1,99 @@
+"""The report: README blocks rewritten from a run directory, idempotently, or refused with the README untouched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nanogpt_lib import report, train
+from nanogpt_lib.errors import EXIT_USER_ERROR, UserError, run_cli
+
+from .conftest import run_module, tiny_args
+
+README = """# A course README
+
+Intro text that must survive.
+
+<!--AUTO:SUMMARY:START-->
+old summary
+<!--AUTO:SUMMARY:END-->
+
+<!--AUTO:PLOT:START-->
+<!--AUTO:PLOT:END-->
+
+Text between blocks.
+
+<!--AUTO:METRICS:START-->
+<!--AUTO:METRICS:END-->
+<!--AUTO:LOGS:START-->
+<!--AUTO:LOGS:END-->
+<!--AUTO:SAMPLES:START-->
+<!--AUTO:SAMPLES:END-->
+
+The end.
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, course_file: Path) -> Path:
+    tmp = tmp_path_factory.mktemp("report")
+    corpus = tmp / "small.txt"
+    corpus.write_text(course_file.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+    out = tmp / "run"
+    argv = tiny_args(corpus, out, "--steps", "8", "--log_every", "2", "--sample_every", "4", "--target_loss", "10.3")
+    assert run_cli(train.main, argv) == 0
+    return out
+
+
+def test_readme_blocks_are_filled_and_idempotent(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # results/ must land beside the README, not in the working directory
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    readme = docs / "README.md"
+    readme.write_text(README, encoding="utf-8")
+
+    first = report.write_report(run_dir, readme)
+    text = readme.read_text(encoding="utf-8")
+    assert first["changed"]
+    assert "old summary" not in text and "Intro text that must survive." in text and text.endswith("The end.\n")
+    assert "![Training loss" in text and "(results/loss_curve.png)" in text
+    assert "| step | loss |" in text and "Training complete." in text and "```text\nBIANCA:" in text
+    for name in ("loss_curve.png", "train_metrics.csv", "train.log", "samples.txt", "summary.json", "run_config.json"):
+        assert (docs / "results" / name).is_file()
+    assert not (tmp_path / "results").exists()
+
+    second = report.write_report(run_dir, readme)
+    assert not second["changed"] and readme.read_text(encoding="utf-8") == text
+
+
+def test_summary_tells_what_stopped_the_run(run_dir: Path) -> None:
+    block = report.summary_block(report.load_run(run_dir))
+    assert "**target reached** (stopped by the step loss)" in block
+    assert "Full-corpus loss" in block and "tiny, 6,862,464 parameters" in block
+
+
+def test_readme_without_markers_is_left_untouched(run_dir: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(README.replace("<!--AUTO:LOGS:END-->\n", ""), encoding="utf-8")
+    before = readme.read_bytes()
+    with pytest.raises(UserError, match="lacks the markers .* LOGS"):
+        report.write_report(run_dir, readme)
+    assert readme.read_bytes() == before and not (tmp_path / "results").exists()
+
+
+def test_run_without_metrics_is_refused(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(README, encoding="utf-8")
+    (tmp_path / "empty_run").mkdir()
+    result = run_module("nanogpt_lib.report", "--out_dir", str(tmp_path / "empty_run"), "--readme", str(readme))
+    assert result.returncode == EXIT_USER_ERROR and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: run directory") and "has no metrics" in result.stderr
+    assert readme.read_text(encoding="utf-8") == README and not (tmp_path / "results").exists()
+
+
+def test_samples_are_parsed_back(run_dir: Path) -> None:
+    run = report.load_run(run_dir)
+    assert [s["step"] for s in run.samples] == [4, run.summary["steps"]]  # every 4 steps, and at the target
+    samples = run.samples
+    assert all(s["prompt"] == "BIANCA:\n" and s["output"].startswith("BIANCA:\n") for s in samples)
