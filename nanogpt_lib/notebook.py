@@ -1,0 +1,204 @@
+"""Helpers for the course notebooks: parameters, live progress that survives in static HTML, interactivity.
+
+A notebook run by papermill is saved with all its outputs and later converted to HTML for grading, so the
+training progress is drawn as a PNG plot and a text line in display handles updated in place (not an
+ipywidgets Output), and printing is throttled: papermill writes the whole notebook to disk on every output.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .config import TrainConfig
+from .errors import UserError
+
+NOTEBOOK_ONLY_PARAMETERS = {"progress_bar", "live_every_s"}
+
+
+def project_root() -> Path:
+    """The folder holding nanogpt_lib/, notebooks/ and data/ (the library is installed with pip -e)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def enter_project_root() -> Path:
+    """Make relative paths mean the same in JupyterLab (cwd notebooks/) and papermill (cwd: where it was called).
+
+    With nanogpt_lib installed from this folder (``pip install -e .``), that is the project folder; otherwise
+    the working directory stays as it is.
+    """
+    root = project_root()
+    if (root / "notebooks").is_dir():
+        os.chdir(root)
+    return Path.cwd()
+
+
+def is_interactive() -> bool:
+    """True in a kernel started by a Jupyter server (JupyterLab, Notebook), False under papermill or a script."""
+    try:
+        import psutil
+
+        commands = [" ".join(p.cmdline()).lower() for p in psutil.Process().parents()]
+    except Exception:  # no psutil, or a parent we may not inspect: assume a headless run
+        return False
+    if any("papermill" in c for c in commands):
+        return False
+    return any("jupyter" in c and any(k in c for k in ("lab", "notebook", "server")) for c in commands)
+
+
+def config_from_parameters(namespace: dict[str, Any], names_before: set[str]) -> TrainConfig:
+    """A validated TrainConfig from the variables the parameters cell (and papermill's injected cell) defined.
+
+    papermill only warns about a parameter name the notebook does not declare; a misspelt option would
+    silently train with the default. This refuses any name that is not a training option.
+    """
+    defined = {
+        k: v
+        for k, v in namespace.items()
+        if k not in names_before and not k.startswith("_") and not callable(v) and not isinstance(v, ModuleType)
+    }
+    values = {k: v for k, v in defined.items() if k not in NOTEBOOK_ONLY_PARAMETERS}
+    cfg = TrainConfig.from_dict(values)
+    cfg.validate()
+    return cfg
+
+
+def figure_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def loss_figure(steps: list[float], losses: list[float], target: float, title: str = ""):
+    """A small loss-vs-step figure (log scale) with the target line."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
+    ax.plot(steps, losses, lw=1.2, label="training loss (step mean)")
+    ax.axhline(target, color="tab:red", ls="--", lw=1, label=f"target {target}")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    return fig
+
+
+class LiveProgress:
+    """Trainer callbacks that keep a loss plot and a status line up to date in a notebook.
+
+    Both live in display handles (``display(..., display_id=True)``) updated in place, so the saved notebook
+    and its HTML hold the final plot as a PNG and the last status as text. Step lines are printed at most
+    every ``every_s`` seconds; events (new best, target reached, resume) are printed at once. A tqdm bar is
+    added only when ``progress_bar`` is true (``None``: only in an interactive JupyterLab session).
+    """
+
+    def __init__(self, trainer, every_s: float = 30.0, progress_bar: bool | None = None):
+        self.trainer = trainer
+        self.every_s = every_s
+        self.progress_bar = is_interactive() if progress_bar is None else progress_bar
+        self.steps: list[float] = []
+        self.losses: list[float] = []
+        self.last_draw = -float("inf")
+        self.last_line = ""
+        self.bar = None
+        for event in ("on_start", "on_message", "on_log", "on_end"):
+            trainer.add_callback(event, getattr(self, event))
+
+    def on_start(self, info: dict) -> None:
+        from IPython.display import display
+
+        self.info = info
+        self.plot_handle = display({"text/plain": "(the loss plot appears after the first log step)"}, raw=True,
+                                   display_id=True)  # fmt: skip
+        self.status_handle = display({"text/plain": "starting..."}, raw=True, display_id=True)
+        if self.progress_bar:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=info["steps"], initial=info["start_step"], unit="step")
+
+    def on_message(self, line: str) -> None:
+        if line.startswith("step "):
+            self.last_line = line
+        else:
+            print(line, flush=True)
+
+    def on_log(self, row: dict) -> None:
+        self.steps.append(row["step"])
+        self.losses.append(row["loss"])
+        if self.bar is not None:
+            self.bar.update(row["step"] - self.bar.n)
+        if time.monotonic() - self.last_draw >= self.every_s:
+            self.draw()
+            print(self.last_line, flush=True)
+
+    def draw(self) -> None:
+        from IPython.display import Image
+
+        self.last_draw = time.monotonic()
+        cfg = self.trainer.cfg
+        fig = loss_figure(self.steps, self.losses, cfg.target_loss, f"{cfg.model} on {self.info['device']}")
+        self.plot_handle.update(Image(data=figure_png(fig)))
+        self.status_handle.update({"text/plain": self.last_line}, raw=True)
+
+    def on_end(self, summary: dict) -> None:
+        if self.steps:
+            self.draw()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def show(fig) -> None:
+    """Display a matplotlib figure as a PNG: it survives in the saved notebook and in static HTML."""
+    from IPython.display import Image, display
+
+    display(Image(data=figure_png(fig)))
+
+
+def playground(checkpoint_path: str | os.PathLike, prompt: str = "BIANCA:\n", seed: int = 1337) -> str:
+    """Text from a checkpoint: a static sample always, and sliders to play with when run in JupyterLab.
+
+    Widgets are created only in an interactive session, so the saved notebook and its HTML carry the
+    static sample instead of a widget that cannot render without a live kernel.
+    """
+    import torch
+
+    from .sample import generate_text, load_model
+
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found: train first (notebook 04), or set checkpoint_path")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(str(path), device)
+    static = generate_text(model, prompt, 120, temperature=0.8, top_k=200, seed=seed)[0]
+    print(f"A sample from {path} (prompt {prompt!r}, temperature 0.8, top_k 200, seed {seed}):\n")
+    print(static)
+    if not is_interactive():
+        return static
+
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    prompt_box = widgets.Textarea(value=prompt, description="prompt")
+    temperature = widgets.FloatSlider(value=0.8, min=0.1, max=2.0, step=0.05, description="temperature")
+    top_k = widgets.IntSlider(value=200, min=0, max=1000, step=10, description="top-k (0: off)")
+    length = widgets.IntSlider(value=120, min=10, max=500, step=10, description="new tokens")
+    button = widgets.Button(description="Generate")
+    output = widgets.Output()
+
+    def on_click(_button) -> None:
+        with output:
+            output.clear_output()
+            text = generate_text(model, prompt_box.value, length.value, temperature.value, top_k.value, seed=seed)
+            print(text[0])
+
+    button.on_click(on_click)
+    display(widgets.VBox([prompt_box, temperature, top_k, length, button, output]))
+    return static

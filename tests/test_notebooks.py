@@ -1,0 +1,154 @@
+"""The course notebooks, executed headless by papermill with tiny parameters, then exported to HTML and rendered."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pm = pytest.importorskip("papermill")
+
+from .conftest import ROOT  # noqa: E402
+
+NOTEBOOKS = ROOT / "notebooks"
+TINY_RUN = {"model": "tiny", "device": "cpu", "steps": 4, "batch_size": 2, "seq_len": 32, "grad_accum": 2,
+            "log_every": 1, "save_every": 2, "sample_every": 2, "max_new_tokens": 8}  # fmt: skip
+
+
+def execute(name: str, out: Path, **parameters) -> dict:
+    pm.execute_notebook(
+        str(NOTEBOOKS / f"{name}.ipynb"), str(out / f"{name}.ipynb"), parameters=parameters,
+        kernel_name="python3", progress_bar=False,
+    )  # fmt: skip
+    return json.loads((out / f"{name}.ipynb").read_text(encoding="utf-8"))
+
+
+def text_of(nb: dict) -> str:
+    """Every text output of an executed notebook, joined."""
+    parts = []
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            if output["output_type"] == "stream":
+                parts.append("".join(output["text"]))
+            for mime in ("text/plain", "text/html", "text/markdown"):
+                value = output.get("data", {}).get(mime)
+                if value:
+                    parts.append(value if isinstance(value, str) else "".join(value))
+    return "\n".join(parts)
+
+
+def pngs_of(nb: dict) -> int:
+    return sum("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory, course_file: Path) -> dict:
+    """All five notebooks run once, in order, on a temporary run directory and README."""
+    tmp = tmp_path_factory.mktemp("notebooks")
+    corpus = tmp / "small.txt"
+    corpus.write_text(course_file.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+    readme = tmp / "README.md"
+    readme.write_text((ROOT / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
+    run = tmp / "run"
+    nbs = {
+        "01": execute("01_tokenization", tmp, input_file=str(course_file)),
+        "02": execute("02_model_124m", tmp, input_file=str(corpus)),
+        "03": execute("03_sanity_run", tmp, input_file=str(corpus), out_dir=str(tmp / "sanity"), **TINY_RUN),
+        "04": execute("04_full_training", tmp, input_file=str(corpus), out_dir=str(run), **TINY_RUN),
+    }
+    nbs["05"] = execute("05_report", tmp, out_dir=str(run), readme=str(readme))
+    return {"dir": tmp, "run": run, "readme": readme, "corpus": corpus, "nbs": nbs}
+
+
+def test_notebooks_are_stored_without_outputs() -> None:
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        assert all(not c.get("outputs") and not c.get("execution_count") for c in nb["cells"]), path.name
+        tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged parameters"
+
+
+def test_tokenization_notebook(executed) -> None:
+    out = text_of(executed["nbs"]["01"])
+    assert "338025" in out and "1115394" in out
+    assert pngs_of(executed["nbs"]["01"]) >= 1
+
+
+def test_model_notebook(executed) -> None:
+    out = text_of(executed["nbs"]["02"])
+    assert "parameters: 124,439,808" in out and "sum of rows: 124,439,808" in out
+    loss = float(out.split("loss at init: ")[1].split()[0])
+    assert abs(loss - 10.82) < 0.3
+    assert "earlier positions, largest change: 0.0" in out
+
+
+def test_training_notebooks_write_a_run_and_a_live_plot(executed) -> None:
+    for key in ("03", "04"):
+        nb = executed["nbs"][key]
+        assert pngs_of(nb) >= 1 and "Training complete." in text_of(nb)
+        assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+                       for c in nb["cells"] for o in c.get("outputs", []))  # fmt: skip
+    summary = json.loads((executed["run"] / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["model"] == "tiny"
+
+
+def test_rerunning_the_training_notebook_resumes(executed) -> None:
+    again = executed["dir"] / "again"
+    again.mkdir()
+    params = {**TINY_RUN, "steps": 6}
+    nb = execute("04_full_training", again, input_file=str(executed["corpus"]), out_dir=str(executed["run"]), **params)
+    assert "Resumed from" in text_of(nb) and "at step 4" in text_of(nb)
+    assert json.loads((executed["run"] / "summary.json").read_text())["steps"] == 6
+
+
+def test_a_misspelt_parameter_fails_with_a_clear_message(executed) -> None:
+    bad = executed["dir"] / "bad"
+    bad.mkdir()
+    with pytest.raises(pm.PapermillExecutionError, match="unknown training option.*stpes"):
+        execute("04_full_training", bad, input_file=str(executed["corpus"]), out_dir=str(bad / "run"), stpes=3)
+    assert not (bad / "run").exists()
+
+
+def test_report_notebook_fills_the_readme(executed) -> None:
+    readme = executed["readme"].read_text(encoding="utf-8")
+    assert "(results/loss_curve.png)" in readme and "Training complete." in readme
+    assert (executed["readme"].parent / "results" / "loss_curve.png").is_file()
+    out = text_of(executed["nbs"]["05"])
+    assert "A sample from" in out and "ROMEO:" in out
+
+
+def test_html_export_renders_in_a_browser(executed) -> None:
+    """nbconvert's lab template, then headless Chromium: the loss plot is there, no widget error."""
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab")
+    html_dir = executed["dir"] / "html"
+    html_dir.mkdir()
+    for name in ("04_full_training", "05_report"):
+        body, _ = exporter.from_filename(str(executed["dir"] / f"{name}.ipynb"))
+        assert "data:image/png;base64" in body
+        (html_dir / f"{name}.html").write_text(body, encoding="utf-8")
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing: .ci/run installs Debian's chromium package")
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+    page = (html_dir / "04_full_training.html").as_uri()
+    shot = html_dir / "04.png"
+    browse = lambda *extra: subprocess.run(  # noqa: E731
+        [chromium, *flags, f"--user-data-dir={html_dir / 'profile'}", *extra, page],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    browse("--window-size=1200,2400", f"--screenshot={shot}")
+    assert shot.is_file() and shot.stat().st_size > 20_000
+    dom = browse("--dump-dom").stdout
+    assert dom.count('src="data:image/png;base64') >= 1
+    assert "Error displaying widget" not in dom
+    assert "Training complete." in dom
