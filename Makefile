@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DIR ?= out/full
+KERNEL ?= nanogpt-course
+PARAMS ?=
 export PYTHONPATH :=
 
-.PHONY: help setup setup-dev data sanity train test lint
+.PHONY: help setup setup-dev data sanity train kernel lab overnight report html test lint
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +35,23 @@ sanity: setup  ## set up, then the reference sanity run (200 steps, 124M model) 
 train: setup  ## set up, then the reference full run into $(RUN_DIR) (re-running resumes)
 	$(PY) -m nanogpt_lib.train --input_file data/input.txt --out_dir $(RUN_DIR) --steps 200000 --batch_size 8 \
 		--seq_len 256 --grad_accum 4 --lr 3e-4 --log_every 50 --save_every 2000 --sample_every 2000 --resume
+
+kernel: setup  ## register .venv as the Jupyter kernel "nanogpt-course" (for JupyterLab and papermill)
+	$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "Python (nanogpt-course)"
+
+lab: kernel  ## open the course notebooks in JupyterLab
+	$(VENV)/bin/jupyter lab notebooks/
+
+overnight: kernel  ## the full run through notebook 04 with papermill into $(RUN_DIR) (re-running resumes)
+	mkdir -p $(RUN_DIR)
+	$(VENV)/bin/papermill notebooks/04_full_training.ipynb $(RUN_DIR)/04_full_training.ipynb -k $(KERNEL) \
+		--log-output -p out_dir $(RUN_DIR) $(PARAMS)
+
+report: kernel  ## notebook 05 on $(RUN_DIR): README results blocks and results/
+	$(VENV)/bin/papermill notebooks/05_report.ipynb $(RUN_DIR)/05_report.ipynb -k $(KERNEL) -p out_dir $(RUN_DIR)
+
+html: setup  ## the executed notebooks in $(RUN_DIR) as HTML, in $(RUN_DIR)/html/
+	$(VENV)/bin/jupyter nbconvert --to html --template lab --output-dir $(RUN_DIR)/html $(RUN_DIR)/*.ipynb
 
 lint: setup-dev  ## ruff on the library and the tests
 	$(PY) -m ruff check .
