@@ -7,6 +7,7 @@ stored as plain dicts, so loading never unpickles arbitrary objects.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -28,15 +29,21 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
     A crash at any moment leaves either the old file or the new one, never half of one.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # name the file the user knows, not the temporary one
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -50,7 +57,11 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
 
 def save(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     payload = {"format_version": FORMAT_VERSION, **payload}
-    atomic_write(path, lambda fh: torch.save(payload, fh))
+    try:
+        atomic_write(path, lambda fh: torch.save(payload, fh))
+    except RuntimeError as err:  # torch's zip writer reports a failed write (disk full) as a RuntimeError
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else "write failed"
+        raise OSError(errno.EIO, reason, str(path)) from None
 
 
 def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -66,9 +66,15 @@ def load_run(out_dir: str | os.PathLike) -> Run:
     metrics_path = out / "logs" / "train_metrics.csv"
     if not metrics_path.is_file():
         raise UserError(f"run directory {out} has no metrics ({metrics_path} is missing): has it trained yet?")
+    rows = []
     with open(metrics_path, newline="", encoding="utf-8") as fh:
-        rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-    rows = [r for r in rows if r.get("step") is not None and r.get("loss") is not None]
+        for row in csv.DictReader(fh):
+            try:
+                parsed = {k: _number(v) for k, v in row.items() if k is not None}
+            except ValueError:
+                continue  # the half-written last row of a killed run
+            if parsed.get("step") is not None and parsed.get("loss") is not None:
+                rows.append(parsed)
     if not rows:
         raise UserError(f"{metrics_path} holds no rows yet: nothing to report")
     run = Run(out_dir=out, metrics=rows)

@@ -43,7 +43,10 @@ class TextLog:
 
     def __init__(self, path: Path):
         self.path = path
+        complete = _ends_with(path, b"\n")
         self.fh = open(path, "a", encoding="utf-8")
+        if not complete:  # a run killed mid-line: start on a fresh line
+            self.write("")
 
     def write(self, line: str) -> None:
         self.fh.write(line + "\n")
@@ -58,6 +61,7 @@ class MetricsCSV:
 
     def __init__(self, path: Path, keep_until_step: int):
         self.path = path
+        self.dropped: list[dict[str, str]] = []  # rows of a killed run's last steps, redone by this one
         if path.exists():
             self._truncate_after(keep_until_step)
         new = not path.exists() or path.stat().st_size == 0
@@ -70,7 +74,9 @@ class MetricsCSV:
     def _truncate_after(self, step: int) -> None:
         """Drop rows a killed run wrote after its last checkpoint: the resumed run writes them again."""
         with open(self.path, encoding="utf-8", newline="") as fh:
-            rows = [row for row in csv.DictReader(fh) if row.get("step", "").isdigit() and int(row["step"]) <= step]
+            rows = [row for row in csv.DictReader(fh) if (row.get("step") or "").isdigit()]
+        self.dropped = [row for row in rows if int(row["step"]) > step]
+        rows = [row for row in rows if int(row["step"]) <= step]
 
         def write(out) -> None:
             text = _rows_to_csv(rows)
@@ -102,9 +108,21 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _ends_with(path: Path, suffix: bytes) -> bool:
+    """True for a missing or empty file, or one whose last bytes are ``suffix``."""
+    if not path.exists() or path.stat().st_size == 0:
+        return True
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - len(suffix)))
+        return fh.read() == suffix
+
+
 def append_samples(path: Path, step: int, prompt: str, outputs: list[str], temperature: float, top_k: int) -> None:
     """Append STEP / PROMPT / OUTPUT blocks to samples/samples.txt, one per generation."""
+    complete = _ends_with(path, (SAMPLE_SEPARATOR + "\n").encode())
     with open(path, "a", encoding="utf-8") as fh:
+        if not complete:  # close the block a killed run left half-written
+            fh.write("\n" + SAMPLE_SEPARATOR + "\n")
         for i, text in enumerate(outputs, 1):
             fh.write(f"STEP: {step} (sample {i}/{len(outputs)}, temperature {temperature}, top_k {top_k})\n")
             fh.write(f"PROMPT:\n{prompt}\n")

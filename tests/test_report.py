@@ -97,3 +97,14 @@ def test_samples_are_parsed_back(run_dir: Path) -> None:
     assert [s["step"] for s in run.samples] == [4, run.summary["steps"]]  # every 4 steps, and at the target
     samples = run.samples
     assert all(s["prompt"] == "BIANCA:\n" and s["output"].startswith("BIANCA:\n") for s in samples)
+
+
+def test_a_half_written_last_row_is_skipped(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    with open(copy / "logs" / "train_metrics.csv", "a") as fh:
+        fh.write("7,10.2,1e-")  # what kill -9 in the middle of a row leaves
+    rows = report.load_run(copy).metrics
+    assert rows[-1]["step"] == report.load_run(run_dir).metrics[-1]["step"]
