@@ -36,6 +36,7 @@ from .data import Batches
 from .device import autocast, configure_backends, device_name, pick_device, resolve_amp
 from .errors import UserError, run_cli
 from .evaluate import corpus_loss
+from .interrupts import StopRequests
 from .model import GPT
 from .sample import generate_text
 from .tokenizer import encode_file
@@ -180,6 +181,8 @@ class Trainer:
                         target.unlink()
             for sub in ("logs", "samples", "checkpoints"):
                 (out / sub).mkdir(exist_ok=True)
+            for stale in (out / "checkpoints").glob(".*.tmp"):  # what a write killed half-way left behind
+                stale.unlink()
         except OSError as err:
             raise UserError(f"cannot create the run directory {out}: {err.strerror or err}") from None
         return ckpt
@@ -224,7 +227,7 @@ class Trainer:
         self.best_saved_loss = math.inf
         self.recent_losses: collections.deque[float] = collections.deque(maxlen=cfg.log_every)
         self.timers = dict.fromkeys(
-            ("elapsed_s", "train_s", "train_tokens", "warmup_s", "checkpoint_s", "sample_s", "eval_s"), 0.0
+            ("elapsed_s", "train_s", "train_tokens", "warmup_s", "checkpoint_s", "sample_s", "eval_s", "lost_s"), 0.0
         )
         self.target_step: int | None = None
         self.target_step_loss: float | None = None
@@ -234,7 +237,17 @@ class Trainer:
         self.log = runlog.TextLog(self.paths["log"])
         # Rows past the checkpoint's step (or, on a fresh start, rows of a run that never saved) are dropped.
         self.metrics = runlog.MetricsCSV(self.paths["metrics"], keep_until_step=self.step)
-        self._write_run_config(resumed=resume_ckpt is not None)
+        lost = None
+        if resume_ckpt is not None and self.metrics.dropped:
+            # A killed run logged steps after its last checkpoint: they are redone, and the time they took
+            # (at least up to their last metrics row) still counts in the wall time.
+            last_row = self.metrics.dropped[-1]
+            lost_s = max(0.0, float(last_row.get("elapsed_s") or 0.0) - self.timers["elapsed_s"])
+            self.timers["elapsed_s"] += lost_s
+            self.timers["lost_s"] += lost_s
+            lost = {"steps_redone": int(last_row["step"]) - self.step, "seconds_lost": round(lost_s, 3)}
+        self._saved_step = self.step
+        self._write_run_config(resumed=resume_ckpt is not None, lost=lost)
         self.resumed = resume_ckpt is not None
         self.resume_missing = cfg.resume and resume_ckpt is None
 
@@ -255,12 +268,13 @@ class Trainer:
         self.recent_losses.extend(loop["recent_losses"])
         self.timers.update({k: float(v) for k, v in loop["timers"].items()})
 
-    def _write_run_config(self, resumed: bool) -> None:
+    def _write_run_config(self, resumed: bool, lost: dict[str, Any] | None) -> None:
         path = self.paths["run_config"]
         previous = runlog.read_json(path) if resumed and path.exists() else {}
         resumes = previous.get("resumes", [])
         if resumed:
-            resumes.append({"step": self.step, "time": _now(), "command": self.command})
+            resumes.append({"step": self.step, "time": _now(), "command": self.command, **(lost or {})})
+        self.resumes = resumes
         runlog.write_json(
             path,
             {
@@ -313,6 +327,7 @@ class Trainer:
             },
         )
         self.timers["checkpoint_s"] += time.perf_counter() - t0
+        self._saved_step = self.step
 
     def _save_best(self, loss: float, reason: str) -> None:
         t0 = time.perf_counter()
@@ -379,15 +394,33 @@ class Trainer:
         """Train until ``steps`` or the target; returns the summary (also written to summary.json)."""
         self._setup()
         try:
-            return self._loop()
-        except KeyboardInterrupt:
-            self._say(f"Interrupted after step {self.step}: saving last.pt so that --resume continues from here.")
-            self._save_last()
-            self._finish("interrupted", None, None)
-            raise
+            with StopRequests() as self.stop_requests:
+                return self._loop()
+        except torch.OutOfMemoryError:
+            raise UserError(self._out_of_memory_advice()) from None
+        except OSError as err:
+            raise UserError(
+                f"could not write {err.filename or self.cfg.out_dir}: {err.strerror or err}; "
+                f"the checkpoints already on disk are intact (free some space, then --resume)"
+            ) from None
         finally:
             self.log.close()
             self.metrics.close()
+
+    def _out_of_memory_advice(self) -> str:
+        cfg = self.cfg
+        if cfg.batch_size > 1:
+            fix = (
+                f"--batch_size {cfg.batch_size // 2} --grad_accum {cfg.grad_accum * 2} "
+                f"({(cfg.batch_size // 2) * cfg.seq_len * cfg.grad_accum * 2:,} tokens per step"
+                f"{', the same' if cfg.batch_size % 2 == 0 else ''})"
+            )
+        else:
+            fix = "a smaller --seq_len (batch_size is already 1)"
+        return (
+            f"out of GPU memory after step {self.step} with --batch_size {cfg.batch_size} x --seq_len {cfg.seq_len}; "
+            f"try {fix}, then --resume; last.pt is intact"
+        )
 
     def _loop(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -453,10 +486,13 @@ class Trainer:
                 interval_time += seconds
 
             if not math.isfinite(step_loss):
-                raise UserError(
-                    f"the loss became {step_loss} at step {step}; last.pt still holds the last good state. "
-                    f"Try --amp bf16 (or off) or a lower --lr, then --resume"
+                message = (
+                    f"the loss became {step_loss} at step {step}: training diverged. last.pt (step "
+                    f"{self._saved_step}) is untouched; try --amp bf16 (or off) or a lower --lr, then --resume"
                 )
+                self._say(f"Stopped: {message}")
+                self._finish("diverged", None, None)
+                raise UserError(message)
             self.recent_losses.append(step_loss)
             if step_loss < self.best_step_loss:
                 self.best_step_loss, self.best_step = step_loss, step
@@ -514,6 +550,12 @@ class Trainer:
                 self._checkpoint()
             if cfg.sample_every and step % cfg.sample_every == 0:
                 self._sample()
+            if self.stop_requests.signal is not None:
+                self._save_last()
+                self._say(
+                    f"Stopped by {self.stop_requests.name} after step {step}: saved last.pt; continue with --resume."
+                )
+                return self._finish("interrupted", None, None)
 
         if self.step > start_step:
             self._checkpoint()
@@ -526,6 +568,7 @@ class Trainer:
         elapsed = self._elapsed()
         summary = {
             "status": status,
+            "signal": self.stop_requests.name if status == "interrupted" else None,
             "stopped_by": {"step": "step_loss", "corpus": "full_corpus_loss"}.get(stopped_by),
             "target_loss": cfg.target_loss,
             "steps": self.step,
@@ -546,6 +589,8 @@ class Trainer:
             "checkpoint_time_s": round(self.timers["checkpoint_s"], 3),
             "sample_time_s": round(self.timers["sample_s"], 3),
             "eval_time_s": round(self.timers["eval_s"], 3),
+            "lost_time_s": round(self.timers["lost_s"], 3),
+            "resumes": len(self.resumes),
             "tok_per_s": round(self.timers["train_tokens"] / self.timers["train_s"], 1)
             if self.timers["train_s"]
             else None,
@@ -558,7 +603,7 @@ class Trainer:
         runlog.write_json(self.paths["summary"], summary)
         share = 100 * self.timers["checkpoint_s"] / elapsed if elapsed > 0 else 0.0
         self._say(f"Checkpoint I/O: {self.timers['checkpoint_s']:.1f}s ({share:.1f}% of {elapsed:.1f}s wall time)")
-        if status != "interrupted":
+        if status in ("completed", "target_reached"):
             self._say("Training complete.")
         self._emit("on_end", summary)
         return summary
@@ -598,11 +643,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     trainer = Trainer(cfg, command=shlex.join(["python", "-m", "nanogpt_lib.train", *argv]))
     _console_callbacks(trainer, cfg)
-    try:
-        summary = trainer.run()
-    except KeyboardInterrupt:
-        print(f"Interrupted; resume with: {trainer.command} --resume", file=sys.stderr)
-        return 130
+    summary = trainer.run()
+    if summary["status"] == "interrupted":
+        again = trainer.command if "--resume" in argv else f"{trainer.command} --resume"
+        print(f"Interrupted; continue with: {again}", file=sys.stderr)
+        return 128 + trainer.stop_requests.signal
     if summary["status"] == "target_reached":
         print(f"Target reached at step {summary['steps']}; run directory: {cfg.out_dir}", file=sys.stderr)
     return 0
