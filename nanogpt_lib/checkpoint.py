@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from .config import GPTConfig
 from .errors import UserError
 
 FORMAT_VERSION = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 KIND_RESUME = "resume"  # last.pt
 KIND_WEIGHTS = "weights"  # best.pt
 
@@ -36,6 +39,7 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except OSError as err:  # name the file the user knows, not the temporary one
         if tmp is not None:
@@ -60,8 +64,11 @@ def save(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     try:
         atomic_write(path, lambda fh: torch.save(payload, fh))
     except RuntimeError as err:  # torch's zip writer reports a failed write (disk full) as a RuntimeError
-        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else "write failed"
-        raise OSError(errno.EIO, reason, str(path)) from None
+        detail = str(err).strip().splitlines()[0][:120] if str(err).strip() else "no detail"
+        free_mb = shutil.disk_usage(Path(path).parent).free / 1e6
+        raise OSError(
+            errno.EIO, f"the write failed; is the disk full? ({free_mb:,.0f} MB free; torch: {detail})", str(path)
+        ) from None
 
 
 def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
