@@ -84,6 +84,13 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying: the output layer reads logits off the token embedding matrix (GPT-2 does this too).
         self.lm_head.weight = self.transformer.wte.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """A fresh GPT-2 initialisation of every weight (the sweep starts each trial on the same model this way)."""
+        for module in self.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.reset_parameters()
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:

@@ -92,6 +92,36 @@ def accumulate_gradients(
     return loss_sum / grad_accum
 
 
+def training_step(
+    model: torch.nn.Module,
+    raw_model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    cfg: TrainConfig,
+    step: int,
+    device: torch.device,
+    amp: str,
+) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """One optimizer step (1-based ``step``): its learning rate, accumulated gradients, clipping, the update.
+
+    ``model`` runs the forward pass (it may be the compiled wrapper of ``raw_model``). Returns the step's mean
+    loss and gradient norm as device tensors (no host-device sync here) and the learning rate used.
+    """
+    lr = lr_at(step, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = accumulate_gradients(model, next_batch, device, amp, scaler, cfg.grad_accum)
+    grad_norm = None
+    if cfg.grad_clip > 0:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+    scaler.step(optimizer)  # skips the update when fp16 gradients overflowed
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss, grad_norm, lr
+
+
 def _git_commit() -> str | None:
     try:
         root = Path(__file__).resolve().parent.parent
@@ -459,21 +489,11 @@ class Trainer:
         last_eval = 0
         while self.step < cfg.steps:
             step = self.step + 1
-            lr = lr_at(step, cfg)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
             t0 = time.perf_counter()
-            loss = accumulate_gradients(
-                self.model, self.batches.next, self.device, self.amp, self.scaler, cfg.grad_accum
-            )
-            if cfg.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.grad_clip)
-            else:
-                grad_norm = None
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
+            loss, grad_norm, lr = training_step(
+                self.model, self.raw_model, self.optimizer, self.scaler, self.batches.next, cfg, step, self.device,
+                self.amp,
+            )  # fmt: skip
             self.step = step
             step_loss = loss.item()  # the one host-device sync per step: the early stop needs this value
             seconds = time.perf_counter() - t0
