@@ -12,6 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 
+# Deterministic CPU threading before torch is first imported (see nanogpt_lib/__init__.py).
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+
 # No internet in CI: tiktoken reads the GPT-2 BPE from a ready cache unless the caller chose one.
 if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken_cache").is_dir():
     os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED / "tiktoken_cache")

@@ -74,7 +74,10 @@ def assert_resumes_to_the_straight_losses(corpus: Path, out: Path, expected: dic
     saved_step = checkpoint.load(last, kind=checkpoint.KIND_RESUME)["loop"]["step"] if last.exists() else None
     logged = losses(out) if (out / "logs" / "train_metrics.csv").exists() else {}  # readable after any kill
     assert run_cli(train.main, tiny_args(corpus, out, "--steps", str(STEPS), "--resume")) == 0
-    assert losses(out) == expected
+    resumed = losses(out)
+    assert sorted(resumed) == sorted(expected)
+    # equal to the last printed digit on a quiet machine; under heavy load MKL's thread split can move the 7th digit
+    assert all(float(resumed[s]) == pytest.approx(float(expected[s]), rel=1e-5) for s in expected)
     assert not list(out.glob("checkpoints/.*.tmp"))  # a killed write's temporary file is cleaned up
     resumes = json.loads((out / "run_config.json").read_text())["resumes"]
     if saved_step is None:
