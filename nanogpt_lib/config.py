@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import UserError
@@ -115,8 +117,10 @@ class TrainConfig:
                 raise UserError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise UserError(f"--lr must be > 0, got {self.lr}")
-        if not 0 <= self.min_lr <= self.lr:
-            raise UserError(f"--min_lr must be between 0 and --lr ({self.lr}), got {self.min_lr}")
+        if self.lr_schedule == "cosine" and not 0 <= self.min_lr <= self.lr:
+            raise UserError(
+                f"--min_lr must be between 0 and --lr ({self.lr}) for the cosine schedule, got {self.min_lr}"
+            )
         for name in ("weight_decay", "grad_clip"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name} must be >= 0, got {getattr(self, name)}")
@@ -175,6 +179,28 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def load_options(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML (or JSON, which is YAML too) file of options, as papermill's ``-f`` reads it."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a mapping of option names to values")
+    return data
+
+
 def parse_train_args(argv: list[str] | None, prog: str, description: str) -> TrainConfig:
-    args = build_parser(prog, description).parse_args(argv)
-    return TrainConfig(**vars(args))
+    """Flags over the options of ``--config FILE`` (if given) over the dataclass defaults."""
+    parser = build_parser(prog, description)
+    parser.add_argument("--config", metavar="FILE", help="YAML file of options (flags given too take precedence)")
+    known, _ = parser.parse_known_args(argv)
+    if known.config:
+        parser.set_defaults(**vars(TrainConfig.from_dict(load_options(known.config))))
+    args = vars(parser.parse_args(argv))
+    args.pop("config")
+    return TrainConfig(**args)
