@@ -1,0 +1,214 @@
+"""A planned hyper-parameter sweep: short runs that stop at the target or at a cap, one model for all trials.
+
+    python -m nanogpt_lib.sweep --plan params/sweep_plan.yaml --out results/sweep.md --best out/best_recipe.yaml
+
+The plan is a YAML (or JSON) file: ``base`` holds training options shared by every trial (``TrainConfig``
+names), ``trials`` a list of named overrides. Each trial re-initialises the same model (compiled once with
+``--compile``: a new batch shape compiles once more, nothing else does), trains with a fresh optimizer and data
+order until the full-corpus loss is at or below ``target_loss``, or until ``--token_cap`` tokens or ``--time_cap_s``
+seconds of training. After every trial the whole table is rewritten, so a sweep cut off half-way still leaves
+its finished rows. ``--best`` writes the options of the fastest trial that reached the target as a parameter
+file for ``papermill -f`` and ``python -m nanogpt_lib.train --config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import atomic_write
+from .config import TrainConfig, load_options, model_config
+from .data import Batches
+from .device import configure_backends, device_name, pick_device, resolve_amp, synchronize
+from .errors import UserError, run_cli
+from .evaluate import corpus_loss
+from .model import GPT
+from .tokenizer import encode_file
+from .train import make_optimizer, training_step
+
+COLUMNS = (
+    "trial", "tokens/step", "seq_len", "lr", "warmup", "schedule", "weight decay", "steps", "tokens", "train s",
+    "step-loss crossing (step, tokens, s)", "full-corpus crossing (step, tokens, s, loss)", "result",
+)  # fmt: skip
+MODEL_OPTIONS = ("model", "dropout")  # one model serves every trial: these may only be set in `base`
+
+
+def load_plan(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    plan = load_options(path)
+    base, trials = plan.get("base", {}), plan.get("trials")
+    if not isinstance(base, dict) or not isinstance(trials, list) or not trials:
+        raise UserError(f"{path}: a plan needs a 'base' mapping and a non-empty 'trials' list")
+    names = [t.get("name") for t in trials]
+    if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
+        raise UserError(f"{path}: every trial needs a unique 'name'")
+    for trial in trials:
+        bad = [k for k in MODEL_OPTIONS if k in trial]
+        if bad:
+            raise UserError(f"{path}: trial {trial['name']!r} sets {', '.join(bad)}; set them in 'base' (one model)")
+        TrainConfig.from_dict({**base, **{k: v for k, v in trial.items() if k != "name"}}).validate()
+    return base, trials
+
+
+def run_trial(
+    model: GPT, runner: torch.nn.Module, tokens, cfg: TrainConfig, device: torch.device, amp: str,
+    token_cap: int, time_cap_s: float,
+) -> dict[str, Any]:  # fmt: skip
+    """Train ``model`` from a fresh initialisation until the full-corpus loss reaches the target or a cap."""
+    torch.manual_seed(cfg.seed)
+    model.reset_parameters()
+    model.train()
+    optimizer = make_optimizer(model, cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    batches = Batches(tokens, cfg.batch_size, cfg.seq_len, device, cfg.seed)
+    row: dict[str, Any] = {"steps": 0, "train_s": 0.0, "warmup_s": 0.0, "eval_s": 0.0, "step_cross": None,
+                           "corpus_cross": None, "result": ""}  # fmt: skip
+    last_eval = -math.inf
+    step = 0
+    while True:
+        if batches.tokens_seen >= token_cap:
+            row["result"] = f"token cap ({token_cap:,})"
+            break
+        if row["train_s"] >= time_cap_s:
+            row["result"] = f"time cap ({time_cap_s:g} s)"
+            break
+        if step >= cfg.steps:
+            row["result"] = f"--steps ({cfg.steps})"
+            break
+        step += 1
+        synchronize(device)
+        t0 = time.perf_counter()
+        loss, _, _ = training_step(runner, model, optimizer, scaler, batches.next, cfg, step, device, amp)
+        value = loss.item()
+        seconds = time.perf_counter() - t0
+        row["warmup_s" if step == 1 else "train_s"] += seconds  # the first step may compile a new shape
+        if not math.isfinite(value):
+            row["result"] = f"diverged (loss {value} at step {step})"
+            break
+        if value <= cfg.target_loss:
+            if row["step_cross"] is None:
+                row["step_cross"] = (step, batches.tokens_seen, row["train_s"])
+            if step - last_eval >= cfg.log_every:  # the full-corpus pass is costly: not on every step
+                last_eval = step
+                t1 = time.perf_counter()
+                full = corpus_loss(model, tokens, cfg.seq_len, cfg.batch_size * cfg.grad_accum, device, amp)
+                row["eval_s"] += time.perf_counter() - t1
+                if full <= cfg.target_loss:
+                    row["corpus_cross"] = (step, batches.tokens_seen, row["train_s"], full)
+                    row["result"] = "target reached"
+                    break
+    row.update(steps=step, tokens=batches.tokens_seen)
+    return row
+
+
+def _fmt_row(name: str, cfg: TrainConfig, row: dict[str, Any]) -> str:
+    step_cross = "–" if row["step_cross"] is None else "{}, {:,}, {:.1f}".format(*row["step_cross"])
+    corpus = "–" if row["corpus_cross"] is None else "{}, {:,}, {:.1f}, {:.4f}".format(*row["corpus_cross"])
+    cells = (
+        name, f"{cfg.tokens_per_step:,}", cfg.seq_len, f"{cfg.lr:g}", cfg.warmup_steps, cfg.lr_schedule,
+        f"{cfg.weight_decay:g}", row["steps"], f"{row['tokens']:,}", f"{row['train_s']:.1f}", step_cross, corpus,
+        row["result"],
+    )  # fmt: skip
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def write_table(path: Path, header: list[str], rows: list[str]) -> None:
+    text = "\n".join(
+        [*header, "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS), *rows]
+    ) + "\n"  # fmt: skip
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def write_best(path: Path, options: dict[str, Any], row: dict[str, Any], name: str) -> None:
+    import yaml
+
+    step, tokens, seconds, loss = row["corpus_cross"]
+    comment = (
+        f"# Recipe from sweep trial {name!r}: full-corpus loss {loss:.4f} after {step} steps, {tokens:,} tokens,\n"
+        f"# {seconds:.1f} s of training. Use: papermill ... -f THIS_FILE, or python -m nanogpt_lib.train --config "
+        f"THIS_FILE\n"
+    )
+    text = comment + yaml.safe_dump(options, sort_keys=False)
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m nanogpt_lib.sweep",
+        description="Run the trials of a plan file, each until the full-corpus loss reaches the target or a cap; "
+        "rewrite the results table after every trial.",
+    )
+    p.add_argument("--plan", required=True, help="YAML/JSON plan: 'base' options and a list of named 'trials'")
+    p.add_argument("--out", default="results/sweep.md", help="markdown table to (re)write (default: results/sweep.md)")
+    p.add_argument("--best", help="write the fastest successful trial's options here (YAML parameter file)")
+    p.add_argument("--token_cap", type=int, default=8_000_000, help="stop a trial after this many tokens (default: 8M)")
+    p.add_argument("--time_cap_s", type=float, default=60.0, help="stop a trial after this much training (default: 60)")
+    p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="device (default: auto)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model once for all trials")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    if args.token_cap <= 0 or args.time_cap_s <= 0:
+        raise UserError("--token_cap and --time_cap_s must be positive")
+    base, trials = load_plan(args.plan)
+    first = TrainConfig.from_dict(base)
+    device = pick_device(args.device)
+    amp = resolve_amp(first.amp, device)
+    configure_backends(device)
+    tokens = encode_file(first.input_file)
+    torch.manual_seed(first.seed)
+    model = GPT(model_config(first.model, first.dropout)).to(device)
+    runner = torch.compile(model) if args.compile else model
+    out = Path(args.out)
+    header = [
+        f"# Sweep on {device_name(device)}",
+        "",
+        f"Command: `{shlex.join(['python', '-m', 'nanogpt_lib.sweep', *argv])}`",
+        "",
+        f"- plan `{args.plan}`; model {first.model} ({model.num_params():,} parameters); amp {amp}; "
+        f"compile {args.compile}; torch {torch.__version__}",
+        f"- each trial: fresh initialisation and optimizer, stops when the full-corpus loss (every token of "
+        f"{first.input_file} once, eval mode) is ≤ {first.target_loss}, or at {args.token_cap:,} tokens or "
+        f"{args.time_cap_s:g} s of training",
+        "- seconds are training time (device synchronised), without each trial's first step (compilation of a new "
+        "shape) and without the full-corpus passes; crossings give (step, tokens, seconds[, loss])",
+        "",
+    ]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create {out.parent}: {err.strerror}") from None
+    rows: list[str] = []
+    best: tuple[float, str, dict[str, Any], dict[str, Any]] | None = None
+    for trial in trials:
+        options = {**base, **{k: v for k, v in trial.items() if k != "name"}}
+        cfg = TrainConfig.from_dict(options)
+        row = run_trial(model, runner, tokens, cfg, device, amp, args.token_cap, args.time_cap_s)
+        rows.append(_fmt_row(trial["name"], cfg, row))
+        write_table(out, header, rows)
+        print(rows[-1], flush=True)
+        if row["corpus_cross"] is not None and (best is None or row["corpus_cross"][2] < best[0]):
+            best = (row["corpus_cross"][2], trial["name"], options, row)
+    if args.best and best is not None:
+        write_best(Path(args.best), {**best[2], "stop_on": "corpus"}, best[3], best[1])
+        print(f"best: trial {best[1]!r} -> {args.best}", file=sys.stderr)
+    elif args.best:
+        print("no trial reached the target: no recipe written", file=sys.stderr)
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,54 @@
+"""The sweep on the tiny model: trials stop at the target or a cap, rows are written as trials finish."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nanogpt_lib import sweep
+from nanogpt_lib.config import parse_train_args
+from nanogpt_lib.errors import EXIT_USER_ERROR, UserError, run_cli
+
+
+def write_plan(path: Path, corpus: Path, trials: list[dict]) -> Path:
+    base = {"input_file": str(corpus), "model": "tiny", "device": "cpu", "batch_size": 2, "seq_len": 32,
+            "grad_accum": 2, "lr": 1e-3, "target_loss": 10.6, "log_every": 1, "seed": 7}  # fmt: skip
+    path.write_text(yaml.safe_dump({"base": base, "trials": trials}), encoding="utf-8")
+    return path
+
+
+def test_sweep_runs_trials_to_the_target_or_a_cap(small_corpus: Path, tmp_path: Path, capsys) -> None:
+    plan = write_plan(tmp_path / "plan.yaml", small_corpus,
+                      [{"name": "a"}, {"name": "a-again"}, {"name": "slow", "lr": 1e-6}])  # fmt: skip
+    out, best = tmp_path / "sweep.md", tmp_path / "best.yaml"
+    argv = ["--plan", str(plan), "--out", str(out), "--best", str(best), "--token_cap", "3000", "--device", "cpu"]
+    assert run_cli(sweep.main, argv) == 0
+    table = out.read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| a") or line.startswith("| slow")]
+    assert len(rows) == 3
+    a, again, slow = (row.split(" | ") for row in rows)
+    assert a[-1].startswith("target reached")
+    # re-initialised weights, optimizer and data order: the same trial twice takes the same steps to the same loss
+    assert a[1:9] == again[1:9] and a[11].split(", ")[-1] == again[11].split(", ")[-1]
+    assert slow[-1].startswith("token cap (3,000)") and slow[11] == "–"
+    recipe = yaml.safe_load(best.read_text())
+    assert recipe["lr"] == 1e-3 and recipe["stop_on"] == "corpus" and recipe["model"] == "tiny"
+    assert best.read_text().startswith("# Recipe from sweep trial 'a")
+    # the recipe is a parameter file for the CLI too (flags still win)
+    cfg = parse_train_args(["--config", str(best), "--steps", "9"], prog="t", description="t")
+    assert cfg.lr == 1e-3 and cfg.steps == 9 and cfg.stop_on == "corpus" and cfg.input_file == str(small_corpus)
+
+
+def test_plans_are_checked_before_anything_runs(small_corpus: Path, tmp_path: Path, capsys) -> None:
+    bad_option = write_plan(tmp_path / "p1.yaml", small_corpus, [{"name": "x", "lr_typo": 1}])
+    with pytest.raises(UserError, match="unknown training option.*lr_typo"):
+        sweep.load_plan(bad_option)
+    model_change = write_plan(tmp_path / "p2.yaml", small_corpus, [{"name": "x", "dropout": 0.1}])
+    with pytest.raises(UserError, match="sets dropout"):
+        sweep.load_plan(model_change)
+    out = tmp_path / "never.md"
+    argv = ["--plan", str(tmp_path / "p1.yaml"), "--out", str(out)]
+    assert run_cli(sweep.main, argv) == EXIT_USER_ERROR and not out.exists()
+    assert "lr_typo" in capsys.readouterr().err
