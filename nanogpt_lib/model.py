@@ -30,12 +30,19 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        causal = True
+        if cache is not None:  # generation: keep keys and values, so each new token costs one position
+            if "k" in cache:
+                assert T == 1, "after the first pass, a cache takes one new token at a time"
+                k, v = torch.cat((cache["k"], k), dim=2), torch.cat((cache["v"], v), dim=2)  # (B, H, S, D)
+                causal = False  # the one new token may see every cached position
+            cache["k"], cache["v"] = k, v
         dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)  # (B, H, T, D)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -63,8 +70,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -120,11 +127,7 @@ class GPT(nn.Module):
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than the context of {self.config.block_size}")
-        pos = torch.arange(T, device=idx.device)  # (T,)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
-        for block in self.transformer.h:
-            x = block(x)
-        x = self.transformer.ln_f(x)
+        x = self._hidden(idx)  # (B, T, C)
         if targets is None:
             return self.lm_head(x), None  # (B, T, V)
         if x.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
@@ -135,6 +138,14 @@ class GPT(nn.Module):
         loss = F.cross_entropy(logits.view(B * T, -1).float(), targets.reshape(B * T))
         return logits, loss
 
+    def _hidden(self, idx: torch.Tensor, start: int = 0, caches: list[dict] | None = None) -> torch.Tensor:
+        """The final hidden states (B, T, C) of tokens ``idx`` (B, T) standing at positions start .. start+T-1."""
+        pos = torch.arange(start, start + idx.size(1), device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, None if caches is None else caches[i])
+        return self.transformer.ln_f(x)
+
     @torch.no_grad()
     def generate(
         self,
@@ -144,11 +155,19 @@ class GPT(nn.Module):
         top_k: int = 0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Extend ``idx`` (B, T) by ``max_new_tokens`` sampled tokens; ``top_k`` 0 samples from all tokens."""
+        """Extend ``idx`` (B, T) by ``max_new_tokens`` sampled tokens; ``top_k`` 0 samples from all tokens.
+
+        Keys and values are cached, so each new token costs one position. Past ``block_size`` tokens the window
+        slides, every position moves, and the context is recomputed in full for each token.
+        """
+        caches = None
         for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size :]  # the model sees at most block_size tokens
-            logits, _ = self(context)
-            logits = logits[:, -1, :].float() / temperature  # (B, V): only the last position predicts
+            if caches is None or idx.size(1) > self.config.block_size:
+                caches = [{} for _ in self.transformer.h]
+                hidden = self._hidden(idx[:, -self.config.block_size :], 0, caches)  # at most block_size tokens
+            else:
+                hidden = self._hidden(idx[:, -1:], idx.size(1) - 1, caches)  # only the newest token
+            logits = self.lm_head(hidden[:, -1, :]).float() / temperature  # (B, V): only the last position predicts
             if 0 < top_k < logits.size(-1):
                 kth_best = torch.topk(logits, top_k).values[:, [-1]]  # (B, 1)
                 logits = logits.masked_fill(logits < kth_best, float("-inf"))

@@ -161,3 +161,16 @@ def test_fused_cpu_loss_equals_logits_then_cross_entropy() -> None:
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-7, msg=name)
     with torch.no_grad():
         assert fused_model(x, y)[1].item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("prompt_len, new", [(5, 12), (250, 12)])  # the second slides past the 256-token context
+def test_cached_generation_equals_recomputing_every_step(prompt_len: int, new: int) -> None:
+    model = tiny_model(seed=4)
+    idx = torch.randint(0, 50257, (2, prompt_len), generator=torch.Generator().manual_seed(8))
+    cached = model.generate(idx, new, top_k=1)  # greedy: the tokens depend on the logits alone
+    expected = idx
+    with torch.no_grad():
+        for _ in range(new):
+            logits, _ = model(expected[:, -model.config.block_size :])
+            expected = torch.cat((expected, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+    assert torch.equal(cached, expected)
