@@ -296,6 +296,7 @@ class Trainer:
         self.best_step_loss, self.best_step = float(loop["best_step_loss"]), int(loop["best_step"])
         self.best_saved_loss = float(loop["best_saved_loss"])
         self.recent_losses.extend(loop["recent_losses"])
+        self.target_step, self.target_step_loss = loop.get("target_step"), loop.get("target_step_loss")
         self.timers.update({k: float(v) for k, v in loop["timers"].items()})
 
     def _write_run_config(self, resumed: bool, lost: dict[str, Any] | None) -> None:
@@ -352,6 +353,8 @@ class Trainer:
                     "best_step": self.best_step,
                     "best_saved_loss": self.best_saved_loss,
                     "recent_losses": list(self.recent_losses),
+                    "target_step": self.target_step,
+                    "target_step_loss": self.target_step_loss,
                     "timers": {**self.timers, "elapsed_s": self._elapsed()},
                 },
             },
