@@ -188,21 +188,27 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         raise UserError(f"cannot create {out.parent}: {err.strerror}") from None
     rows: list[str] = []
-    best: tuple[float, str, dict[str, Any], dict[str, Any]] | None = None
+    best: tuple[float, str] | None = None
     for trial in trials:
         options = {**base, **{k: v for k, v in trial.items() if k != "name"}}
         cfg = TrainConfig.from_dict(options)
-        row = run_trial(model, runner, tokens, cfg, device, amp, args.token_cap, args.time_cap_s)
+        try:
+            row = run_trial(model, runner, tokens, cfg, device, amp, args.token_cap, args.time_cap_s)
+        except torch.OutOfMemoryError:  # one trial's batch too large for this card: the others still run
+            row = {"steps": 0, "tokens": 0, "train_s": 0.0, "step_cross": None, "corpus_cross": None,
+                   "result": "out of memory"}  # fmt: skip
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
         rows.append(_fmt_row(trial["name"], cfg, row))
         write_table(out, header, rows)
         print(rows[-1], flush=True)
         if row["corpus_cross"] is not None and (best is None or row["corpus_cross"][2] < best[0]):
-            best = (row["corpus_cross"][2], trial["name"], options, row)
-    if args.best and best is not None:
-        write_best(Path(args.best), {**best[2], "stop_on": "corpus"}, best[3], best[1])
-        print(f"best: trial {best[1]!r} -> {args.best}", file=sys.stderr)
-    elif args.best:
-        print("no trial reached the target: no recipe written", file=sys.stderr)
+            best = (row["corpus_cross"][2], trial["name"])
+            if args.best:  # written at once: a sweep cut off later still leaves its best recipe so far
+                write_best(Path(args.best), {**options, "stop_on": "corpus"}, row, trial["name"])
+                print(f"best so far: trial {trial['name']!r} -> {args.best}", file=sys.stderr)
+    if best is None:
+        print("no trial reached the target" + (": no recipe written" if args.best else ""), file=sys.stderr)
     return 0
 
 

@@ -52,3 +52,21 @@ def test_plans_are_checked_before_anything_runs(small_corpus: Path, tmp_path: Pa
     argv = ["--plan", str(tmp_path / "p1.yaml"), "--out", str(out)]
     assert run_cli(sweep.main, argv) == EXIT_USER_ERROR and not out.exists()
     assert "lr_typo" in capsys.readouterr().err
+
+
+def test_a_trial_out_of_memory_does_not_end_the_sweep(small_corpus: Path, tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    plan = write_plan(tmp_path / "plan.yaml", small_corpus, [{"name": "huge", "batch_size": 64}, {"name": "ok"}])
+    real = sweep.run_trial
+
+    def maybe_oom(model, runner, tokens, cfg, *args):
+        if cfg.batch_size == 64:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(model, runner, tokens, cfg, *args)
+
+    monkeypatch.setattr(sweep, "run_trial", maybe_oom)
+    out = tmp_path / "sweep.md"
+    assert run_cli(sweep.main, ["--plan", str(plan), "--out", str(out), "--token_cap", "2000", "--device", "cpu"]) == 0
+    table = out.read_text()
+    assert "| huge |" in table and "out of memory |" in table and "| ok |" in table
