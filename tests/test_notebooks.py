@@ -128,7 +128,8 @@ def test_html_export_renders_in_a_browser(executed) -> None:
     exporter = HTMLExporter(template_name="lab")
     html_dir = executed["dir"] / "html"
     html_dir.mkdir()
-    for name in ("04_full_training", "05_report"):
+    names = ("01_tokenization", "02_model_124m", "03_sanity_run", "04_full_training", "05_report")
+    for name in names:
         body, _ = exporter.from_filename(str(executed["dir"] / f"{name}.ipynb"))
         assert "data:image/png;base64" in body
         (html_dir / f"{name}.html").write_text(body, encoding="utf-8")
