@@ -32,12 +32,16 @@ def course_file() -> Path:
     return _course_file()
 
 
-@pytest.fixture
-def small_corpus(tmp_path: Path, course_file: Path) -> Path:
-    """The first 20,000 characters of tiny-shakespeare (about 5,500 tokens): enough for tiny runs."""
-    path = tmp_path / "small.txt"
-    path.write_text(course_file.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+def write_small_corpus(folder: Path) -> Path:
+    """folder/small.txt: the first 20,000 characters of tiny-shakespeare (about 6,000 tokens), enough for tiny runs."""
+    path = folder / "small.txt"
+    path.write_text(_course_file().read_text(encoding="utf-8")[:20_000], encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def small_corpus(tmp_path: Path) -> Path:
+    return write_small_corpus(tmp_path)
 
 
 def tiny_args(input_file: Path, out_dir: Path, *extra: str) -> list[str]:

@@ -23,7 +23,7 @@ import torch
 from nanogpt_lib import checkpoint, train
 from nanogpt_lib.errors import EXIT_USER_ERROR, run_cli
 
-from .conftest import ROOT, tiny_args
+from .conftest import ROOT, tiny_args, write_small_corpus
 
 STEPS = 10
 
@@ -58,11 +58,10 @@ def wait_for(proc: subprocess.Popen, marker: str, timeout: float = 120) -> None:
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory, course_file: Path) -> tuple[Path, dict[int, str]]:
+def straight(tmp_path_factory) -> tuple[Path, dict[int, str]]:
     """A corpus and the losses of an uninterrupted run: what every interrupted and resumed run must equal."""
     tmp = tmp_path_factory.mktemp("faults")
-    corpus = tmp / "small.txt"
-    corpus.write_text(course_file.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+    corpus = write_small_corpus(tmp)
     out = tmp / "straight"
     assert run_cli(train.main, tiny_args(corpus, out, "--steps", str(STEPS))) == 0
     return corpus, losses(out)

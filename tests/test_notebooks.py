@@ -12,7 +12,7 @@ import pytest
 
 pm = pytest.importorskip("papermill")
 
-from .conftest import ROOT  # noqa: E402
+from .conftest import ROOT, write_small_corpus  # noqa: E402
 
 NOTEBOOKS = ROOT / "notebooks"
 TINY_RUN = {"model": "tiny", "device": "cpu", "steps": 4, "batch_size": 2, "seq_len": 32, "grad_accum": 2,
@@ -49,8 +49,7 @@ def pngs_of(nb: dict) -> int:
 def executed(tmp_path_factory, course_file: Path) -> dict:
     """All five notebooks run once, in order, on a temporary run directory and README."""
     tmp = tmp_path_factory.mktemp("notebooks")
-    corpus = tmp / "small.txt"
-    corpus.write_text(course_file.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+    corpus = write_small_corpus(tmp)
     readme = tmp / "README.md"
     readme.write_text((ROOT / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
     run = tmp / "run"

@@ -9,7 +9,7 @@ import pytest
 from nanogpt_lib import report, train
 from nanogpt_lib.errors import EXIT_USER_ERROR, UserError, run_cli
 
-from .conftest import run_module, tiny_args
+from .conftest import run_module, tiny_args, write_small_corpus
 
 README = """# A course README
 
@@ -36,10 +36,9 @@ The end.
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, course_file: Path) -> Path:
+def run_dir(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("report")
-    corpus = tmp / "small.txt"
-    corpus.write_text(course_file.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+    corpus = write_small_corpus(tmp)
     out = tmp / "run"
     argv = tiny_args(corpus, out, "--steps", "8", "--log_every", "2", "--sample_every", "4", "--target_loss", "10.3")
     assert run_cli(train.main, argv) == 0
