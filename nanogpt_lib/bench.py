@@ -102,7 +102,7 @@ def build(args: argparse.Namespace, device: torch.device) -> tuple[list[Contende
     for name, model, make_loss in (("ours", ours, _ours), ("transformers", theirs, _theirs)):
         model.train()
         runner = torch.compile(model) if args.compile else model
-        contenders.append(Contender(name, runner, make_loss(runner, model), make_optimizer(model, opt_cfg, device)))
+        contenders.append(Contender(name, runner, make_loss(runner, model), make_optimizer(model, opt_cfg)))
     return contenders, config
 
 

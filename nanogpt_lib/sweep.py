@@ -64,7 +64,7 @@ def run_trial(
     torch.manual_seed(cfg.seed)
     model.reset_parameters()
     model.train()
-    optimizer = make_optimizer(model, cfg, device)
+    optimizer = make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     batches = Batches(tokens, cfg.batch_size, cfg.seq_len, device, cfg.seed)
     row: dict[str, Any] = {"steps": 0, "train_s": 0.0, "warmup_s": 0.0, "eval_s": 0.0, "step_cross": None,

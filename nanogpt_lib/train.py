@@ -55,7 +55,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))) * (cfg.lr - cfg.min_lr)
 
 
-def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on weight matrices and embeddings only, fused where the device has it."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
@@ -246,7 +246,7 @@ class Trainer:
         if resume_ckpt is not None:
             checkpoint.load_weights(self.raw_model, resume_ckpt, self.paths["last"])
         self.raw_model.to(self.device)
-        self.optimizer = make_optimizer(self.raw_model, cfg, self.device)
+        self.optimizer = make_optimizer(self.raw_model, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.batches = Batches(self.tokens, cfg.batch_size, cfg.seq_len, self.device, cfg.seed)
         self.model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
@@ -551,7 +551,8 @@ class Trainer:
                 self.metrics.write(row)
                 self._say(
                     f"step {step}/{cfg.steps} | loss {step_loss:.6f} | lr {lr:.2e} | "
-                    f"tok/s {tok_per_s:.1f} | elapsed {row['elapsed_s']:.1f}s"
+                    f"tok/s {'n/a (warm-up)' if math.isnan(tok_per_s) else f'{tok_per_s:.1f}'} | "
+                    f"elapsed {row['elapsed_s']:.1f}s"
                 )
                 self._emit("on_log", row)
                 interval_tokens, interval_time = 0, 0.0
