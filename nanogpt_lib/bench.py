@@ -28,7 +28,7 @@ import torch
 
 from .checkpoint import atomic_write
 from .config import GPTConfig, TrainConfig, model_config
-from .device import autocast, device_name, pick_device, resolve_amp, synchronize
+from .device import autocast, configure_backends, device_name, pick_device, resolve_amp, synchronize
 from .errors import UserError, run_cli
 from .model import GPT
 from .model_stats import flops_per_token
@@ -140,9 +140,7 @@ def train_steps(c: Contender, batches: list, steps: int, device: torch.device, a
 def run(args: argparse.Namespace) -> tuple[str, float]:
     device = pick_device(args.device)
     amp = resolve_amp(args.amp, device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    backends = configure_backends(device)  # what training sets up for itself, here for both models
     contenders, config = build(args, device)
     gen = torch.Generator().manual_seed(args.seed)
     vocab = 50257
@@ -209,7 +207,7 @@ def run(args: argparse.Namespace) -> tuple[str, float]:
         f"vocab {config.vocab_size}",
         f"- batch {args.batch_size} x seq {args.seq_len} x accum {args.grad_accum} = {tokens_per_step:,} tokens/step; "
         f"amp {amp}; compile {args.compile}; AdamW (fused={contenders[0].optimizer.defaults.get('fused')}), "
-        f"gradient clipping at {GRAD_CLIP}",
+        f"gradient clipping at {GRAD_CLIP}; process settings for both (as in training): {backends}",
         f"- {args.warmup} warm-up steps each ({warmup_s:.1f} s in all), then {args.repeats} alternating repeats of "
         f"{args.steps} steps; medians over the {args.repeats * args.steps} timed steps",
         f"- MFU from {flops['total (GFLOP/token)']:.3f} GFLOP/token and the device's peak: "

@@ -17,7 +17,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import GPTConfig
-from .lm_loss import linear_cross_entropy
 
 
 class CausalSelfAttention(nn.Module):
@@ -120,21 +119,14 @@ class GPT(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, V) for token ids ``idx`` (B, T); with ``targets`` (B, T), also the mean cross-entropy.
-
-        With targets on a CPU the loss comes from the fused output layer and the logits are None.
-        """
+        """Logits (B, T, V) for token ids ``idx`` (B, T); with ``targets`` (B, T), also the mean cross-entropy."""
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than the context of {self.config.block_size}")
         x = self._hidden(idx)  # (B, T, C)
-        if targets is None:
-            return self.lm_head(x), None  # (B, T, V)
-        if x.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
-            # On a CPU, fusing the output layer with the loss skips the full (B*T, V) logits (see lm_loss.py);
-            # the caller gets the loss only.
-            return None, linear_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.reshape(B * T))
         logits = self.lm_head(x)  # (B, T, V)
+        if targets is None:
+            return logits, None
         loss = F.cross_entropy(logits.view(B * T, -1).float(), targets.reshape(B * T))
         return logits, loss
 

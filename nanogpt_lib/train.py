@@ -239,7 +239,7 @@ class Trainer:
             "summary": out / "summary.json",
             "run_config": out / "run_config.json",
         }
-        configure_backends(self.device)
+        self.backends = configure_backends(self.device)
         torch.manual_seed(cfg.seed)
         self.model_config = model_config(cfg.model, cfg.dropout)
         self.raw_model = GPT(self.model_config)
@@ -318,6 +318,7 @@ class Trainer:
                 "device": str(self.device),
                 "device_name": device_name(self.device),
                 "amp": self.amp,
+                "backends": self.backends,
                 "optimizer": f"AdamW (fused={self.optimizer.defaults.get('fused')})",
                 "versions": _versions(self.device),
                 "git_commit": _git_commit(),

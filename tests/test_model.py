@@ -144,25 +144,6 @@ def test_overfits_one_batch_far_below_target() -> None:
     assert loss.item() < 0.01
 
 
-def test_fused_cpu_loss_equals_logits_then_cross_entropy() -> None:
-    """The CPU path (output layer fused with the loss, lm_loss.py) gives the plain path's loss and gradients."""
-    import torch.nn.functional as F
-
-    x = torch.randint(0, 50257, (3, 100), generator=torch.Generator().manual_seed(5))  # 300 rows: uneven chunks
-    y = torch.randint(0, 50257, (3, 100), generator=torch.Generator().manual_seed(6))
-    fused_model, plain_model = tiny_model(seed=2).train(), tiny_model(seed=2).train()
-    logits, fused = fused_model(x, y)
-    assert logits is None
-    plain = F.cross_entropy(plain_model(x)[0].flatten(0, 1), y.flatten())
-    fused.backward()
-    plain.backward()
-    assert fused.item() == pytest.approx(plain.item(), rel=1e-6)
-    for (name, a), b in zip(fused_model.named_parameters(), plain_model.parameters(), strict=True):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-7, msg=name)
-    with torch.no_grad():
-        assert fused_model(x, y)[1].item() == pytest.approx(plain.item(), rel=1e-6)
-
-
 @pytest.mark.parametrize("prompt_len, new", [(5, 12), (250, 12)])  # the second slides past the 256-token context
 def test_cached_generation_equals_recomputing_every_step(prompt_len: int, new: int) -> None:
     model = tiny_model(seed=4)
