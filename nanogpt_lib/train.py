@@ -39,7 +39,7 @@ from .evaluate import corpus_loss
 from .interrupts import StopRequests
 from .model import GPT
 from .sample import generate_text
-from .tokenizer import encode_file
+from .tokenizer import encode_file, get_tokenizer
 
 EVENTS = ("on_start", "on_message", "on_log", "on_sample", "on_end")
 RUN_FILES = ("logs", "samples", "checkpoints", "summary.json", "run_config.json")
@@ -222,6 +222,7 @@ class Trainer:
         cfg.validate()
         self.device = pick_device(cfg.device)
         self.amp = resolve_amp(cfg.amp, self.device)
+        get_tokenizer()  # sampling needs it too: fail now, not at the first sample after hours of training
         self.tokens = encode_file(cfg.input_file)
         if len(self.tokens) < cfg.seq_len + 1:
             raise UserError(

@@ -134,3 +134,22 @@ def test_a_real_process_prints_no_traceback(tmp_path: Path) -> None:
     result = run_module("nanogpt_lib.sample", "--checkpoint", str(bad), "--device", "cpu")
     assert result.returncode == EXIT_USER_ERROR and "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_missing_tokenizer_is_reported_before_any_training(capsys, small_corpus: Path, tmp_path: Path, monkeypatch):
+    """Token ids may come from the cache, but samples need the tokenizer: no internet must fail at once."""
+    import tiktoken
+
+    from nanogpt_lib import tokenizer
+
+    def offline(name):
+        raise ConnectionError("no internet")
+
+    tokenizer.encode_file(small_corpus)  # the token-id cache exists, as after an earlier run
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    tokenizer.get_tokenizer.cache_clear()
+    try:
+        fails_cleanly(capsys, train.main, tiny_args(small_corpus, tmp_path / "out"), "TIKTOKEN_CACHE_DIR")
+    finally:
+        tokenizer.get_tokenizer.cache_clear()
+    assert not (tmp_path / "out").exists()
