@@ -96,7 +96,10 @@ class TrainConfig:
     eval_every: int = _opt(0, "compute the full-corpus loss every N steps (0: only when the target is reached)")
     # sampling
     prompt: str = _opt("BIANCA:\n", "prompt for the samples (the two characters \\n stand for a newline)")
-    num_prompts: int = _opt(1, "number of generations per sampling event")
+    extra_prompts: str = _opt(
+        "", "more prompts sampled at each event, separated by | (e.g. 'ROMEO:\\n|First Citizen:\\n')"
+    )
+    num_prompts: int = _opt(1, "number of generations per prompt and sampling event")
     max_new_tokens: int = _opt(200, "tokens generated per sample")
     top_k: int = _opt(200, "sample from the k most likely tokens only (0 disables top-k filtering)")
     temperature: float = _opt(0.8, "sampling temperature (> 0; lower is more conservative)")
@@ -106,6 +109,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.prompt = self.prompt.replace("\\n", "\n")
+        self.extra_prompts = self.extra_prompts.replace("\\n", "\n")
+
+    @property
+    def prompts(self) -> list[str]:
+        """``prompt``, then each non-empty prompt of ``extra_prompts``."""
+        return [self.prompt, *(p for p in self.extra_prompts.split("|") if p.strip())]
 
     def validate(self) -> None:
         """Raise UserError naming the first option that cannot work."""
@@ -127,6 +136,8 @@ class TrainConfig:
         for name in ("beta1", "beta2", "dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise UserError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.prompt:
+            raise UserError("--prompt must not be empty: samples continue a prompt")
         if not self.temperature > 0:
             raise UserError(f"--temperature must be > 0, got {self.temperature}")
         if self.resume and self.overwrite:

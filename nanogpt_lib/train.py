@@ -396,17 +396,14 @@ class Trainer:
     def _sample(self) -> None:
         t0 = time.perf_counter()
         cfg = self.cfg
-        texts = generate_text(
-            self.raw_model,
-            cfg.prompt,
-            cfg.max_new_tokens,
-            cfg.temperature,
-            cfg.top_k,
-            seed=cfg.seed + self.step,
-            num_samples=cfg.num_prompts,
-            amp=self.amp,
-        )
-        runlog.append_samples(self.paths["samples"], self.step, cfg.prompt, texts, cfg.temperature, cfg.top_k)
+        texts = []
+        for prompt in cfg.prompts:
+            outputs = generate_text(
+                self.raw_model, prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k,
+                seed=cfg.seed + self.step, num_samples=cfg.num_prompts, amp=self.amp,
+            )  # fmt: skip
+            runlog.append_samples(self.paths["samples"], self.step, prompt, outputs, cfg.temperature, cfg.top_k)
+            texts += outputs
         self.timers["sample_s"] += time.perf_counter() - t0
         self._emit("on_sample", self.step, texts)
 

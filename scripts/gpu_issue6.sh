@@ -38,7 +38,8 @@ echo "== the full run: notebook 04 through papermill"
 python3 -m ipykernel install --user --name nanogpt-course --display-name "Python (nanogpt-course)" >/dev/null
 python3 -m papermill notebooks/04_full_training.ipynb results/04_full_training.ipynb -k nanogpt-course \
   -f out/best_recipe.yaml -p out_dir out/gpu -p resume False -p overwrite True -p device "$DEVICE" \
-  -p log_every 10 -p save_every 0 -p sample_every 0 $RUN_PARAMS --log-output || exit 1
+  -p log_every 10 -p save_every 0 -p sample_every 0 -p extra_prompts 'ROMEO:\n|First Citizen:\n' $RUN_PARAMS \
+  --log-output || exit 1
 
 echo "== report and HTML"
 python3 -m papermill notebooks/05_report.ipynb results/05_report.ipynb -k nanogpt-course -p out_dir out/gpu \

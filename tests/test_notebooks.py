@@ -152,3 +152,14 @@ def test_html_export_renders_in_a_browser(executed) -> None:
     assert dom.count('src="data:image/png;base64') >= 1
     assert "Error displaying widget" not in dom
     assert "Training complete." in dom
+
+
+def test_training_notebook_parameters_cell_holds_every_option() -> None:
+    import dataclasses
+
+    from nanogpt_lib.config import TrainConfig
+
+    nb = json.loads((NOTEBOOKS / "04_full_training.ipynb").read_text(encoding="utf-8"))
+    source = "".join(next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))["source"])
+    names = {line.split("=")[0].strip() for line in source.splitlines() if "=" in line and not line.startswith("#")}
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= names

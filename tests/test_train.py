@@ -187,3 +187,12 @@ def test_sanity_command_runs_verbatim_on_cpu(course_file: Path, tmp_path: Path) 
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "step 2/2 | loss" in result.stdout and "Training complete." in result.stdout
+
+
+def test_extra_prompts_are_sampled_at_every_event(small_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    extra = ("--extra_prompts", "ROMEO:\\n|First Citizen:\\n", "--steps", "2", "--sample_every", "1")
+    assert train(*tiny_args(small_corpus, out, *extra)) == 0
+    samples = (out / "samples" / "samples.txt").read_text()
+    for prompt in ("BIANCA:", "ROMEO:", "First Citizen:"):
+        assert samples.count(f"PROMPT:\n{prompt}\n") == 2  # steps 1 and 2
