@@ -71,7 +71,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
 
 def accumulate_gradients(
     model: torch.nn.Module,
-    micro_batches: Any,
+    micro_batches: Callable[[], tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
     amp: str,
     scaler: torch.amp.GradScaler,
@@ -409,8 +409,13 @@ class Trainer:
 
     def _corpus_loss(self) -> float:
         t0 = time.perf_counter()
-        loss = corpus_loss(
-            self.model, self.tokens, self.cfg.seq_len, self.cfg.batch_size * self.cfg.grad_accum, self.device, self.amp
+        loss = corpus_loss(  # the uncompiled model: a pass that runs once would otherwise pay for compiling its shapes
+            self.raw_model,
+            self.tokens,
+            self.cfg.seq_len,
+            self.cfg.batch_size * self.cfg.grad_accum,
+            self.device,
+            self.amp,
         )
         seconds = time.perf_counter() - t0
         self.timers["eval_s"] += seconds
@@ -574,7 +579,8 @@ class Trainer:
             if cfg.sample_every and step % cfg.sample_every == 0:
                 self._sample()
             if self.stop_requests.signal is not None:
-                self._save_last()
+                if self._saved_step != step:  # not twice when this step's checkpoint was just written
+                    self._save_last()
                 self._say(
                     f"Stopped by {self.stop_requests.name} after step {step}: saved last.pt; continue with --resume."
                 )
