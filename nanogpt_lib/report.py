@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write
+from .atomic import atomic_write
 from .errors import UserError, run_cli
 from .runlog import SAMPLE_SEPARATOR
 
@@ -116,33 +116,38 @@ def parse_samples(text: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------- the pieces
 
 
-def plot_loss_curve(run: Run, path: str | os.PathLike) -> Path:
-    """Step loss (log scale) against steps, with the target line and any full-corpus losses; a PNG."""
+def loss_figure(rows: list[dict], target: float, title: str, size: tuple[float, float] = (8, 4.5)):
+    """Step loss (log scale) against steps from metrics rows, with the target line and any full-corpus losses.
+
+    The report's PNG and the notebooks' live plot both draw this figure.
+    """
     from matplotlib.figure import Figure
 
-    steps = [r["step"] for r in run.metrics]
-    losses = [r["loss"] for r in run.metrics]
-    fig = Figure(figsize=(8, 4.5), dpi=120)
+    fig = Figure(figsize=size, dpi=120)
     ax = fig.subplots()
-    ax.plot(steps, losses, lw=1.2, color="tab:blue", label="training loss (step mean)")
-    corpus = [(r["step"], r["corpus_loss"]) for r in run.metrics if r.get("corpus_loss") is not None]
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1.2, color="tab:blue",
+            label="training loss (step mean)")  # fmt: skip
+    corpus = [(r["step"], r["corpus_loss"]) for r in rows if r.get("corpus_loss") is not None]
     if corpus:
         ax.plot(*zip(*corpus, strict=True), "o", color="tab:green", ms=5, label="full-corpus loss")
-    ax.axhline(run.target_loss, color="tab:red", ls="--", lw=1, label=f"target {run.target_loss}")
+    ax.axhline(target, color="tab:red", ls="--", lw=1, label=f"target {target}")
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats/token)")
-    device = run.summary.get("device") or run.config.get("device_name", "")
-    ax.set_title(f"{run.config.get('train_config', {}).get('model', 'GPT')} on {device}".strip(), fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()
+    return fig
+
+
+def plot_loss_curve(run: Run, path: str | os.PathLike) -> Path:
+    """The run's loss curve as a PNG at ``path``."""
+    device = run.summary.get("device") or run.config.get("device_name", "")
+    title = f"{run.config.get('train_config', {}).get('model', 'GPT')} on {device}".strip()
+    fig = loss_figure(run.metrics, run.target_loss, title)
     path = Path(path)
-
-    def write(fh) -> None:
-        fig.savefig(fh, format="png", metadata={"Software": None})  # no version stamp: same run, same bytes
-
-    atomic_write(path, write)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", metadata={"Software": None}))  # same run, same bytes
     return path
 
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write
+from .atomic import atomic_write
 
 METRICS_COLUMNS = (
     "step",

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import atomic_write
+from .atomic import atomic_write
 from .config import TrainConfig, load_options, model_config
 from .data import Batches
 from .device import configure_backends, device_name, pick_device, resolve_amp, synchronize

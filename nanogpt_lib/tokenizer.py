@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import UserError
 
 ENCODING_NAME = "gpt2"
@@ -87,10 +87,7 @@ def encode_file(path: str | os.PathLike) -> np.ndarray:
     for folder in _cache_dirs(path):
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, ids)
-            os.replace(tmp, folder / name)
+            atomic_write(folder / name, lambda fh: np.save(fh, ids))
             break
         except OSError:
             continue  # read-only data folder: try the next place; no cache at all is fine too
