@@ -16,6 +16,7 @@ from typing import Any
 
 from .config import TrainConfig
 from .errors import UserError
+from .report import loss_figure
 
 NOTEBOOK_ONLY_PARAMETERS = {"progress_bar", "live_every_s"}
 
@@ -73,24 +74,6 @@ def figure_png(fig) -> bytes:
     return buf.getvalue()
 
 
-def loss_figure(steps: list[float], losses: list[float], target: float, title: str = ""):
-    """A small loss-vs-step figure (log scale) with the target line."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 3.5))
-    ax = fig.subplots()
-    ax.plot(steps, losses, lw=1.2, label="training loss (step mean)")
-    ax.axhline(target, color="tab:red", ls="--", lw=1, label=f"target {target}")
-    ax.set_yscale("log")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    return fig
-
-
 class LiveProgress:
     """Trainer callbacks that keep a loss plot and a status line up to date in a notebook.
 
@@ -104,8 +87,7 @@ class LiveProgress:
         self.trainer = trainer
         self.every_s = every_s
         self.progress_bar = is_interactive() if progress_bar is None else progress_bar
-        self.steps: list[float] = []
-        self.losses: list[float] = []
+        self.rows: list[dict] = []
         self.last_draw = -float("inf")
         self.last_line = ""
         self.bar = None
@@ -131,8 +113,7 @@ class LiveProgress:
             print(line, flush=True)
 
     def on_log(self, row: dict) -> None:
-        self.steps.append(row["step"])
-        self.losses.append(row["loss"])
+        self.rows.append(row)
         if self.bar is not None:
             self.bar.update(row["step"] - self.bar.n)
         if time.monotonic() - self.last_draw >= self.every_s:
@@ -144,12 +125,12 @@ class LiveProgress:
 
         self.last_draw = time.monotonic()
         cfg = self.trainer.cfg
-        fig = loss_figure(self.steps, self.losses, cfg.target_loss, f"{cfg.model} on {self.info['device']}")
+        fig = loss_figure(self.rows, cfg.target_loss, f"{cfg.model} on {self.info['device']}", size=(7, 3.5))
         self.plot_handle.update(Image(data=figure_png(fig)))
         self.status_handle.update({"text/plain": self.last_line}, raw=True)
 
     def on_end(self, summary: dict) -> None:
-        if self.steps:
+        if self.rows:
             self.draw()
         if self.bar is not None:
             self.bar.close()
