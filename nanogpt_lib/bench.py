@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write
+from .atomic import atomic_write
 from .config import GPTConfig, TrainConfig, model_config
 from .device import autocast, configure_backends, device_name, pick_device, resolve_amp, synchronize
 from .errors import UserError, run_cli
@@ -140,7 +140,7 @@ def train_steps(c: Contender, batches: list, steps: int, device: torch.device, a
 def run(args: argparse.Namespace) -> tuple[str, float]:
     device = pick_device(args.device)
     amp = resolve_amp(args.amp, device)
-    backends = configure_backends(device)  # what training sets up for itself, here for both models
+    backends = configure_backends(device, keep_freed=not args.default_allocator)  # as training does, for both
     contenders, config = build(args, device)
     gen = torch.Generator().manual_seed(args.seed)
     vocab = 50257
@@ -265,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (default: 2)")
     p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (default: 3e-4)")
     p.add_argument("--seed", type=int, default=1337, help="seed for weights and batches (default: 1337)")
+    p.add_argument(
+        "--default_allocator", action="store_true", help="leave glibc's allocator as it is (training tunes it)"
+    )
     p.add_argument("--loop", action="store_true", help="in each repeat, also time the real training loop (Trainer)")
     p.add_argument("--input_file", default="data/input.txt", help="text for --loop (default: data/input.txt)")
     p.add_argument("--out", help="also write the table to this markdown file")

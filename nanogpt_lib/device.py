@@ -45,7 +45,7 @@ def autocast(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])
 
 
-def configure_backends(device: torch.device) -> dict[str, bool]:
+def configure_backends(device: torch.device, keep_freed: bool = True) -> dict[str, bool]:
     """Process settings for fast training; returns what was set, for run_config.json and the benchmark.
 
     TF32 matmuls on CUDA (fp32 results at tensor-core speed; PyTorch leaves them off by default), and glibc's
@@ -55,7 +55,7 @@ def configure_backends(device: torch.device) -> dict[str, bool]:
     if tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return {"tf32": tf32, "keep_freed_memory": keep_freed_memory()}
+    return {"tf32": tf32, "keep_freed_memory": keep_freed and keep_freed_memory()}
 
 
 def device_name(device: torch.device) -> str:
