@@ -27,15 +27,42 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_amp(amp: str, device: torch.device) -> str:
-    """``auto``: bf16 on CUDA GPUs that support it, fp16 (with a GradScaler) on older ones, off elsewhere."""
-    if amp == "auto":
-        if device.type != "cuda":
-            return "off"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+def cpu_bf16_units() -> list[str]:
+    """The bf16 matrix instructions of this CPU that PyTorch's CPU kernels use (empty when it has none).
+
+    Intel AMX (Sapphire Rapids and later Xeons) and AVX512-BF16 (Cooper Lake, AMD Zen 4 and later) multiply bf16
+    matrices natively. Other CPUs only emulate bf16, converting to fp32 and back, which makes a bf16 step slower
+    than an fp32 one.
+    """
+    checks = {"AMX": "_is_amx_tile_supported", "AVX512-BF16": "_is_avx512_bf16_supported"}
+    return [name for name, check in checks.items() if getattr(torch.cpu, check, lambda: False)()]
+
+
+def amp_decision(amp: str, device: torch.device) -> tuple[str, str]:
+    """The mixed-precision mode to use and why: ``auto`` picks per device, anything else is taken as asked.
+
+    ``auto``: bf16 on CUDA GPUs that support it, fp16 (with a GradScaler) on older ones; bf16 on CPUs with native
+    bf16 matrix instructions (see :func:`cpu_bf16_units`); off (fp32) on other CPUs and on MPS.
+    """
     if amp == "fp16" and device.type != "cuda":
         raise UserError(f"--amp fp16 needs a CUDA GPU (device is {device.type}); use --amp bf16 or --amp off")
-    return amp
+    if amp != "auto":
+        return amp, f"--amp {amp} as given"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "auto: this GPU supports bf16"
+        return "fp16", "auto: this GPU has no bf16, so fp16 with a gradient scaler"
+    if device.type == "cpu":
+        units = cpu_bf16_units()
+        if units:
+            return "bf16", f"auto: this CPU multiplies bf16 matrices natively ({', '.join(units)})"
+        return "off", "auto: this CPU has no native bf16 matrix instructions, where bf16 is slower than fp32"
+    return "off", f"auto: fp32 on {device.type}"
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """The mixed-precision mode to use (see :func:`amp_decision`, which also says why)."""
+    return amp_decision(amp, device)[0]
 
 
 def autocast(device: torch.device, amp: str):

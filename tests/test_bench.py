@@ -15,8 +15,8 @@ pytest.importorskip("transformers")
 
 def test_bench_prints_a_table_and_the_ratio(capsys, small_corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench.md"
-    argv = ["--device", "cpu", "--model", "tiny", "--batch_size", "1", "--seq_len", "16", "--repeats", "2",
-            "--steps", "1", "--warmup", "1", "--loop", "--input_file", str(small_corpus),
+    argv = ["--device", "cpu", "--model", "tiny", "--amp", "off", "--batch_size", "1", "--seq_len", "16",
+            "--repeats", "2", "--steps", "1", "--warmup", "1", "--loop", "--input_file", str(small_corpus),
             "--out", str(out)]  # fmt: skip
     assert run_cli(bench.main, argv) == 0
     printed = capsys.readouterr().out
