@@ -1,9 +1,16 @@
 """The token stream and its batches.
 
-Training batches are windows of ``seq_len + 1`` tokens at random offsets: ``x`` is the window without
-its last token, ``y`` the window without its first, so position t of ``y`` is the token that follows
-position t of ``x``. Offsets come from a seeded generator whose state goes into the checkpoint, so a
-resumed run draws exactly the batches the uninterrupted run would have drawn.
+Training batches are windows of ``seq_len + 1`` tokens: ``x`` is the window without its last token, ``y``
+the window without its first, so position t of ``y`` is the token that follows position t of ``x``. Two ways
+to place them (``--sampling``):
+
+- ``random``: each window at an offset drawn uniformly; over a run some tokens are seen more often than others.
+- ``epoch``: passes over the corpus. Each pass cuts the stream into consecutive windows starting at a random
+  phase (0 .. seq_len - 1, so window boundaries move from pass to pass) and visits them in a fresh random
+  order; every token is a target once per pass.
+
+Offsets come from a seeded generator whose state goes into the checkpoint (with the current pass, for
+``epoch``), so a resumed run draws exactly the batches the uninterrupted run would have drawn.
 
 Evaluation uses a deterministic pass instead: the stream cut into consecutive windows, so that every
 token after the first is predicted exactly once.
@@ -18,11 +25,23 @@ import torch
 
 from .errors import UserError
 
+SAMPLINGS = ("random", "epoch")
+
 
 class Batches:
-    """Random (x, y) training windows of one token stream, drawn on ``device``."""
+    """(x, y) training windows of one token stream, drawn on ``device`` (``sampling``: see the module's text)."""
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, device: torch.device | str, seed: int):
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        batch_size: int,
+        seq_len: int,
+        device: torch.device | str,
+        seed: int,
+        sampling: str = "random",
+    ):
+        if sampling not in SAMPLINGS:
+            raise UserError(f"--sampling must be one of {', '.join(SAMPLINGS)}; got {sampling!r}")
         if len(tokens) < seq_len + 1:
             raise UserError(
                 f"the input has {len(tokens)} tokens, fewer than --seq_len + 1 = {seq_len + 1}; "
@@ -37,12 +56,35 @@ class Batches:
         self.offsets = torch.arange(seq_len + 1, device=self.device)
         self.generator = torch.Generator().manual_seed(seed)
         self.tokens_seen = 0
+        self.sampling = sampling
+        self.passes = 0  # epoch sampling: passes begun so far
+        self.pass_starts = torch.zeros(0, dtype=torch.int64)  # window starts of the current pass, in visiting order
+        self.pass_position = 0  # how many of them were drawn
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        starts = torch.randint(self.num_tokens - self.seq_len, (self.batch_size, 1), generator=self.generator)
-        windows = self.tokens[starts.to(self.device, non_blocking=True) + self.offsets]  # (B, T+1)
+        if self.sampling == "random":
+            starts = torch.randint(self.num_tokens - self.seq_len, (self.batch_size,), generator=self.generator)
+        else:
+            starts = self._epoch_starts(self.batch_size)
+        windows = self.tokens[starts.to(self.device, non_blocking=True)[:, None] + self.offsets]  # (B, T+1)
         self.tokens_seen += self.batch_size * self.seq_len
         return windows[:, :-1], windows[:, 1:]
+
+    def _epoch_starts(self, count: int) -> torch.Tensor:
+        """The next ``count`` window starts of the current pass, beginning new passes as they run out."""
+        taken = []
+        while count:
+            if self.pass_position == len(self.pass_starts):
+                phase = int(torch.randint(self.seq_len, (1,), generator=self.generator))
+                n_windows = (self.num_tokens - 1 - phase) // self.seq_len
+                order = torch.randperm(n_windows, generator=self.generator)
+                self.pass_starts, self.pass_position = phase + order * self.seq_len, 0
+                self.passes += 1
+            chunk = self.pass_starts[self.pass_position : self.pass_position + count]
+            self.pass_position += len(chunk)
+            count -= len(chunk)
+            taken.append(chunk)
+        return torch.cat(taken)
 
     @property
     def epochs(self) -> float:
@@ -50,11 +92,24 @@ class Batches:
         return self.tokens_seen / self.num_tokens
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "tokens_seen": self.tokens_seen}
+        return {
+            "generator": self.generator.get_state(),
+            "tokens_seen": self.tokens_seen,
+            "sampling": self.sampling,
+            "passes": self.passes,
+            "pass_starts": self.pass_starts.clone(),
+            "pass_position": self.pass_position,
+        }
 
     def load_state_dict(self, state: dict) -> None:
+        sampling = state.get("sampling", "random")
+        if sampling != self.sampling:
+            raise UserError(f"the checkpoint was trained with --sampling {sampling}; resume with the same --sampling")
         self.generator.set_state(state["generator"])
         self.tokens_seen = int(state["tokens_seen"])
+        self.passes = int(state.get("passes", 0))
+        self.pass_starts = state.get("pass_starts", torch.zeros(0, dtype=torch.int64)).to(torch.int64)
+        self.pass_position = int(state.get("pass_position", 0))
 
 
 def eval_windows(tokens: np.ndarray, seq_len: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -70,3 +70,56 @@ def test_eval_windows_predict_every_token_once(n: int) -> None:
         inputs += x.flatten().tolist()
     assert targets == list(range(1, n))
     assert inputs == list(range(0, n - 1))
+
+
+def _targets_of_one_pass(batches: Batches, n_windows: int) -> tuple[list[int], set[int]]:
+    targets, starts = [], set()
+    drawn = 0
+    while drawn < n_windows:
+        x, y = batches.next()
+        rows = min(len(x), n_windows - drawn)
+        targets += y[:rows].flatten().tolist()
+        starts |= {int(s) for s in x[:rows, 0]}
+        drawn += rows
+    return targets, starts
+
+
+def test_epoch_sampling_predicts_every_token_once_per_pass_at_a_moving_phase() -> None:
+    tokens = np.arange(1000, dtype=np.uint16)
+    seq_len = 16
+    batches = Batches(tokens, batch_size=5, seq_len=seq_len, device="cpu", seed=2, sampling="epoch")
+    phases = []
+    for _ in range(4):
+        batches.next()  # the first batch of a pass fixes its phase and windows
+        phase = int(batches.pass_starts.min())
+        n_windows = (len(tokens) - 1 - phase) // seq_len
+        batches.pass_position = 0  # take the pass again from its start, now counting
+        targets, starts = _targets_of_one_pass(batches, n_windows)
+        assert sorted(targets) == list(range(phase + 1, phase + 1 + n_windows * seq_len))  # each once
+        assert starts == {phase + i * seq_len for i in range(n_windows)}
+        assert batches.pass_starts[:n_windows].tolist() != sorted(batches.pass_starts[:n_windows].tolist())  # shuffled
+        phases.append(phase)
+        batches.pass_position = len(batches.pass_starts)  # on to the next pass
+    assert len(set(phases)) > 1 and all(0 <= p < seq_len for p in phases)
+
+
+def test_epoch_sampling_crosses_passes_inside_a_batch_and_resumes_exactly() -> None:
+    tokens = np.arange(300, dtype=np.uint16)
+    a = Batches(tokens, batch_size=7, seq_len=8, device="cpu", seed=5, sampling="epoch")
+    for _ in range(5):  # about one pass of ~37 windows: the fifth and sixth batches straddle two passes
+        a.next()
+    state = a.state_dict()
+    expected = [a.next()[0] for _ in range(12)]
+    b = Batches(tokens, batch_size=7, seq_len=8, device="cpu", seed=0, sampling="epoch")
+    b.load_state_dict(state)
+    assert all(torch.equal(b.next()[0], e) for e in expected)
+    assert b.passes == a.passes >= 3 and b.tokens_seen == a.tokens_seen
+
+
+def test_a_checkpoint_resumes_only_with_the_sampling_it_was_trained_with() -> None:
+    tokens = np.arange(300, dtype=np.uint16)
+    state = Batches(tokens, batch_size=2, seq_len=8, device="cpu", seed=5, sampling="epoch").state_dict()
+    with pytest.raises(UserError, match="--sampling epoch"):
+        Batches(tokens, batch_size=2, seq_len=8, device="cpu", seed=5).load_state_dict(state)
+    with pytest.raises(UserError, match="--sampling must be one of"):
+        Batches(tokens, batch_size=2, seq_len=8, device="cpu", seed=5, sampling="shuffled")
