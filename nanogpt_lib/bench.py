@@ -32,7 +32,7 @@ from .device import autocast, configure_backends, device_name, pick_device, reso
 from .errors import UserError, run_cli
 from .model import GPT
 from .model_stats import flops_per_token
-from .train import make_optimizer
+from .train import clip_gradients, make_optimizer
 
 # Dense (no sparsity) tensor-core peaks from NVIDIA's data sheets, in TFLOP/s: {name fragment: {dtype: peak}}.
 # Matched against torch.cuda.get_device_name(); an unknown card gets no MFU rather than a borrowed figure.
@@ -67,6 +67,7 @@ class Contender:
     step_seconds: list[float] = dataclasses.field(default_factory=list)
     losses: list[float] = dataclasses.field(default_factory=list)
     peak_bytes: int | None = None
+    clip: Callable[[torch.nn.Module], object] = lambda model: None
 
 
 def _ours(runner: torch.nn.Module, model: GPT) -> Callable:
@@ -102,7 +103,12 @@ def build(args: argparse.Namespace, device: torch.device) -> tuple[list[Contende
     for name, model, make_loss in (("ours", ours, _ours), ("transformers", theirs, _theirs)):
         model.train()
         runner = torch.compile(model) if args.compile else model
-        contenders.append(Contender(name, runner, make_loss(runner, model), make_optimizer(model, opt_cfg)))
+        contender = Contender(name, runner, make_loss(runner, model), make_optimizer(model, opt_cfg))
+        if name == "ours":  # our training loop's clipping
+            contender.clip = lambda m: clip_gradients(m, GRAD_CLIP, device)
+        else:  # what transformers' Trainer does
+            contender.clip = lambda m: torch.nn.utils.clip_grad_norm_(m.parameters(), GRAD_CLIP)
+        contenders.append(contender)
     return contenders, config
 
 
@@ -124,7 +130,7 @@ def train_steps(c: Contender, batches: list, steps: int, device: torch.device, a
             fwd, bwd = fwd + t1 - t0, bwd + t2 - t1
             total += loss.detach()
         t3 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(c.model.parameters(), GRAD_CLIP)  # as the training loop does by default
+        c.clip(c.model)  # as each one's training loop does by default
         c.optimizer.step()
         c.optimizer.zero_grad(set_to_none=True)
         synchronize(device)

@@ -61,11 +61,18 @@ class TrainConfig:
     steps: int = _opt(200000, "total number of optimizer steps (resuming with a larger value extends the run)")
     batch_size: int = _opt(8, "sequences per micro-batch")
     seq_len: int = _opt(256, "tokens per sequence (at most the model's block_size)")
+    sampling: str = _opt(
+        "random",
+        "how training windows are drawn: random offsets, or epoch (passes over the corpus, every token once per pass, "
+        "windows in a fresh random order at a random phase each pass)",
+        choices=("random", "epoch"),
+    )
     grad_accum: int = _opt(4, "micro-batches per optimizer step (tokens/step = batch_size*seq_len*grad_accum)")
     lr: float = _opt(3e-4, "peak learning rate")
     lr_schedule: str = _opt("constant", "learning-rate schedule after warm-up", choices=("constant", "cosine"))
     warmup_steps: int = _opt(0, "steps of linear learning-rate warm-up from 0 to --lr")
     min_lr: float = _opt(3e-5, "final learning rate of the cosine schedule")
+    decay_steps: int = _opt(0, "the step at which the cosine schedule reaches --min_lr and stays there (0: --steps)")
     weight_decay: float = _opt(0.01, "AdamW weight decay on weight matrices (never on biases and norms)")
     beta1: float = _opt(0.9, "AdamW beta1")
     beta2: float = _opt(0.95, "AdamW beta2")
@@ -75,7 +82,8 @@ class TrainConfig:
     target_loss: float = _opt(0.099999, "stop when the training loss is at or below this value")
     stop_on: str = _opt(
         "step",
-        "which loss must reach --target_loss to stop: the optimizer step's loss, or the full-corpus loss",
+        "which loss must reach --target_loss to stop: the optimizer step's loss, or the full-corpus loss (a pass "
+        "over the whole corpus runs when the mean step loss of the last --log_every steps predicts the target)",
         choices=("step", "corpus"),
     )
     # hardware
@@ -84,7 +92,8 @@ class TrainConfig:
     )
     amp: str = _opt(
         "auto",
-        "mixed precision (auto: bf16 on CUDA GPUs that have it, fp16 on older ones, off on CPU/MPS)",
+        "mixed precision (auto: bf16 on CUDA GPUs that have it, fp16 on older ones; bf16 on CPUs with native bf16 "
+        "matrix instructions (AMX, AVX512-BF16), fp32 on other CPUs and on MPS)",
         choices=("auto", "off", "fp16", "bf16"),
     )
     compile: bool = _opt(False, "compile the model with torch.compile")
@@ -121,11 +130,15 @@ class TrainConfig:
         for name in ("steps", "batch_size", "seq_len", "grad_accum", "log_every", "num_prompts", "max_new_tokens"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("save_every", "sample_every", "eval_every", "warmup_steps", "top_k"):
+        for name in ("save_every", "sample_every", "eval_every", "warmup_steps", "decay_steps", "top_k"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise UserError(f"--lr must be > 0, got {self.lr}")
+        if self.decay_steps and self.decay_steps <= self.warmup_steps:
+            raise UserError(
+                f"--decay_steps ({self.decay_steps}) must come after the warm-up (--warmup_steps {self.warmup_steps})"
+            )
         if self.lr_schedule == "cosine" and not 0 <= self.min_lr <= self.lr:
             raise UserError(
                 f"--min_lr must be between 0 and --lr ({self.lr}) for the cosine schedule, got {self.min_lr}"
@@ -142,7 +155,7 @@ class TrainConfig:
             raise UserError(f"--temperature must be > 0, got {self.temperature}")
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other; pass only one")
-        for name in ("model", "lr_schedule", "stop_on", "device", "amp"):
+        for name in ("model", "sampling", "lr_schedule", "stop_on", "device", "amp"):
             choices = _field(name).metadata["choices"]
             if getattr(self, name) not in choices:
                 raise UserError(f"--{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")

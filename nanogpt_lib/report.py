@@ -3,8 +3,10 @@
     python -m nanogpt_lib.report --out_dir out/full --readme README.md
 
 rewrites the README blocks between ``<!--AUTO:NAME:START-->`` and ``<!--AUTO:NAME:END-->`` (NAME in PLOT,
-SUMMARY, LOGS, METRICS, SAMPLES) and copies the loss curve and the small evidence files into ``results/``
-beside that README, which the blocks link to. Running it twice changes nothing the second time. A README
+SUMMARY, LOGS, METRICS, SAMPLES) and copies the loss curve and the evidence (logs, metrics, samples, summary,
+run config, and the executed notebooks and their HTML where the run directory holds them) into
+``results/<run name>/`` beside that README, which the blocks link to. The run name is the run directory's
+name unless ``--name`` gives another. Running it twice changes nothing the second time. A README
 without the markers, or a run directory without metrics, is an error that leaves every file untouched.
 """
 
@@ -34,6 +36,19 @@ EVIDENCE = {  # file in the run directory -> name in results/
     "run_config.json": "run_config.json",
 }
 PLOT_NAME = "loss_curve.png"
+
+# Runs of the same task by others, from their own logs: what this project's run is compared with in the README.
+# (name, hardware, precision, tokens per step, steps, tokens, wall time, which loss crossed the target)
+OTHER_RUNS = (
+    ("The course's reference run", "RTX 4060 Ti", "fp16", "48×128×3 = 18,432", "2,130", "39.3M", "~41 min",
+     "one step's loss (0.0899)"),
+    ("Peer, fewest tokens", "not stated", "not stated", "8×256 = 2,048", "4,578", "9.4M", "not stated",
+     "one batch's loss"),
+    ("Peer", "not stated", "not stated", "not stated", "not stated", "12.3M", "not stated",
+     "mean loss of 200 batches"),
+    ("Peer, warm-up + cosine", "not stated", "not stated", "32K", "522", "17.1M", "not stated", "step loss"),
+    ("Peer, largest batch", "not stated", "not stated", "131K", "~205", "27M", "not stated", "step loss"),
+)  # fmt: skip
 _SAMPLE_HEADER = re.compile(r"^STEP: (\d+) \(sample (\d+)/(\d+)")
 
 
@@ -204,14 +219,50 @@ def summary_block(run: Run) -> str:
         ("Command", f"`{c.get('command', '?')}`"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return f"| | |\n| --- | --- |\n{table}"
+    return f"| | |\n| --- | --- |\n{table}\n\n{comparison_block(run)}"
+
+
+def comparison_block(run: Run) -> str:
+    """This run beside the course's reference run and the best runs of others (figures from their own logs)."""
+    s, c = run.summary, run.config
+    last = run.metrics[-1]
+    crossed = {
+        "full_corpus_loss": f"full-corpus loss ({_fmt(s.get('full_corpus_loss'), '.4f')})",
+        "step_loss": f"one step's loss ({_fmt(s.get('target_step_loss'), '.4f')})",
+    }.get(s.get("stopped_by"), "not yet")
+    batch = c.get("train_config", {})
+    shape = (
+        f"{batch['batch_size']}×{batch['seq_len']}×{batch['grad_accum']} = {c.get('tokens_per_step', 0):,}"
+        if {"batch_size", "seq_len", "grad_accum"} <= set(batch)
+        else _fmt(c.get("tokens_per_step"), ",")
+    )
+    tokens = s.get("tokens_seen", last.get("tokens_seen"))
+    ours = (
+        "**This run**",
+        s.get("device") or c.get("device_name", "?"),
+        s.get("amp") or c.get("amp", "?"),
+        shape,
+        _fmt(s.get("steps", int(last["step"])), ","),
+        f"{tokens / 1e6:.2f}M" if tokens else "–",
+        _fmt_seconds(s.get("wall_time_s", last.get("elapsed_s"))),
+        crossed,
+    )
+    header = (
+        "| run | hardware | precision | tokens/step | steps | tokens | wall time | what crossed the target |\n"
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"
+    )
+    rows = "\n".join("| " + " | ".join(row) + " |" for row in (ours, *OTHER_RUNS))
+    return (
+        f"{header}\n{rows}\n\nOnly this run reports the loss over the whole corpus; the others stopped on the loss of "
+        f"one step (or a mean of steps), which a noisy batch can cross early."
+    )
 
 
 def plot_block(plot_rel: str) -> str:
     return f"![Training loss per optimizer step, log scale, with the target line]({plot_rel})"
 
 
-def metrics_block(run: Run, max_rows: int = 12) -> str:
+def metrics_block(run: Run, results_rel: str, max_rows: int = 12) -> str:
     """Evenly spaced rows of the metrics CSV, always with the first and the last."""
     rows = run.metrics
     if len(rows) > max_rows:
@@ -227,7 +278,7 @@ def metrics_block(run: Run, max_rows: int = 12) -> str:
             f"| {_fmt(r.get('tok_per_s'), ',.0f')} | {_fmt(r.get('elapsed_s'), '.1f')} s "
             f"| {_fmt(r.get('corpus_loss'), '.6f')} |"
         )
-    return "\n".join(lines) + f"\n\n{len(run.metrics):,} rows in all: `results/train_metrics.csv`."
+    return "\n".join(lines) + f"\n\n{len(run.metrics):,} rows in all: `{results_rel}/train_metrics.csv`."
 
 
 def logs_block(run: Run, head: int = 4, tail: int = 12) -> str:
@@ -276,30 +327,45 @@ def replace_blocks(text: str, blocks: dict[str, str]) -> str:
     return text
 
 
-def write_report(out_dir: str | os.PathLike, readme: str | os.PathLike) -> dict[str, Any]:
-    """Render the loss curve and the README blocks of a run, copy the evidence to results/, rewrite the README."""
+def evidence_files(run: Run) -> dict[Path, str]:
+    """Files of the run directory to copy into results/<run name>/, with their names there."""
+    files = {run.out_dir / src: name for src, name in EVIDENCE.items() if (run.out_dir / src).is_file()}
+    for notebook in sorted(run.out_dir.glob("*.ipynb")):  # the executed notebooks (papermill's output)
+        files[notebook] = notebook.name
+    for page in sorted((run.out_dir / "html").glob("*.html")):  # and their HTML (make html)
+        files[page] = page.name
+    return files
+
+
+def write_report(out_dir: str | os.PathLike, readme: str | os.PathLike, name: str | None = None) -> dict[str, Any]:
+    """Render the loss curve and the README blocks of a run, copy the evidence to results/<name>/, rewrite the README.
+
+    ``name`` defaults to the run directory's name.
+    """
     run = load_run(out_dir)
     readme = Path(readme)
     if not readme.is_file():
         raise UserError(f"README {readme} not found")
-    results = readme.resolve().parent / "results"
-    plot_rel = f"results/{PLOT_NAME}"
+    name = name or run.out_dir.resolve().name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UserError(f"run name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder in results/)")
+    results_rel = f"results/{name}"
+    results = readme.resolve().parent / results_rel
     blocks = {
         "SUMMARY": summary_block(run),
-        "PLOT": plot_block(plot_rel),
-        "METRICS": metrics_block(run),
+        "PLOT": plot_block(f"{results_rel}/{PLOT_NAME}"),
+        "METRICS": metrics_block(run, results_rel),
         "LOGS": logs_block(run),
         "SAMPLES": samples_block(run),
     }
     old = readme.read_text(encoding="utf-8")
     new = replace_blocks(old, blocks)  # raises before anything is written
     try:
-        results.mkdir(exist_ok=True)
+        results.mkdir(parents=True, exist_ok=True)
         plot_loss_curve(run, run.out_dir / "logs" / PLOT_NAME)
         shutil.copyfile(run.out_dir / "logs" / PLOT_NAME, results / PLOT_NAME)
-        for src, name in EVIDENCE.items():
-            if (run.out_dir / src).is_file():
-                shutil.copyfile(run.out_dir / src, results / name)
+        for src, target in evidence_files(run).items():
+            shutil.copyfile(src, results / target)
         if new != old:
             atomic_write(readme, lambda fh: fh.write(new.encode("utf-8")))
     except OSError as err:
@@ -310,14 +376,17 @@ def write_report(out_dir: str | os.PathLike, readme: str | os.PathLike) -> dict[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m nanogpt_lib.report",
-        description="Fill the README's AUTO blocks and results/ from a run directory.",
+        description="Fill the README's AUTO blocks and results/<run name>/ from a run directory.",
     )
     parser.add_argument("--out_dir", required=True, help="the run directory to report on")
     parser.add_argument(
         "--readme", default="README.md", help="README to rewrite; results/ goes beside it (default: README.md)"
     )
+    parser.add_argument(
+        "--name", help="the folder in results/ for this run's evidence (default: the run directory's name)"
+    )
     args = parser.parse_args(argv)
-    report = write_report(args.out_dir, args.readme)
+    report = write_report(args.out_dir, args.readme, args.name)
     state = "updated" if report["changed"] else "already up to date"
     print(f"{args.readme} {state}; evidence in {report['results']}", file=sys.stderr)
     return 0

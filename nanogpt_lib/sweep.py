@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .atomic import atomic_write
@@ -30,12 +31,13 @@ from .device import configure_backends, device_name, pick_device, resolve_amp, s
 from .errors import UserError, run_cli
 from .evaluate import corpus_loss
 from .model import GPT
-from .tokenizer import encode_file
+from .tokenizer import encode_file, get_tokenizer, read_text
 from .train import make_optimizer, training_step
 
 COLUMNS = (
-    "trial", "tokens/step", "seq_len", "lr", "warmup", "schedule", "weight decay", "steps", "tokens", "train s",
-    "step-loss crossing (step, tokens, s)", "full-corpus crossing (step, tokens, s, loss)", "result",
+    "trial", "tokens/step", "seq_len", "sampling", "lr", "warmup", "schedule", "weight decay", "steps", "tokens",
+    "train s", "step-loss crossing (step, tokens, s)", "full-corpus crossing (step, tokens, s, loss)",
+    "full-corpus loss at the end", "result",
 )  # fmt: skip
 MODEL_OPTIONS = ("model", "dropout")  # one model serves every trial: these may only be set in `base`
 
@@ -66,7 +68,7 @@ def run_trial(
     model.train()
     optimizer = make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    batches = Batches(tokens, cfg.batch_size, cfg.seq_len, device, cfg.seed)
+    batches = Batches(tokens, cfg.batch_size, cfg.seq_len, device, cfg.seed, cfg.sampling)
     row: dict[str, Any] = {"steps": 0, "train_s": 0.0, "warmup_s": 0.0, "eval_s": 0.0, "step_cross": None,
                            "corpus_cross": None, "result": ""}  # fmt: skip
     last_eval = -math.inf
@@ -104,16 +106,26 @@ def run_trial(
                     row["result"] = "target reached"
                     break
     row.update(steps=step, tokens=batches.tokens_seen)
+    if row["corpus_cross"] is not None:
+        row["final_loss"] = row["corpus_cross"][3]
+    else:  # where a trial stopped short of the target: comparable across trials of equal tokens
+        t1 = time.perf_counter()
+        row["final_loss"] = corpus_loss(model, tokens, cfg.seq_len, cfg.batch_size * cfg.grad_accum, device, amp)
+        row["eval_s"] += time.perf_counter() - t1
     return row
 
 
 def _fmt_row(name: str, cfg: TrainConfig, row: dict[str, Any]) -> str:
     step_cross = "–" if row["step_cross"] is None else "{}, {:,}, {:.1f}".format(*row["step_cross"])
     corpus = "–" if row["corpus_cross"] is None else "{}, {:,}, {:.1f}, {:.4f}".format(*row["corpus_cross"])
+    final = "–" if row.get("final_loss") is None else f"{row['final_loss']:.4f}"
+    schedule = cfg.lr_schedule
+    if cfg.lr_schedule == "cosine":
+        schedule += f" to {cfg.min_lr:g} at {cfg.decay_steps or cfg.steps}"
     cells = (
-        name, f"{cfg.tokens_per_step:,}", cfg.seq_len, f"{cfg.lr:g}", cfg.warmup_steps, cfg.lr_schedule,
+        name, f"{cfg.tokens_per_step:,}", cfg.seq_len, cfg.sampling, f"{cfg.lr:g}", cfg.warmup_steps, schedule,
         f"{cfg.weight_decay:g}", row["steps"], f"{row['tokens']:,}", f"{row['train_s']:.1f}", step_cross, corpus,
-        row["result"],
+        final, row["result"],
     )  # fmt: skip
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -138,6 +150,28 @@ def write_best(path: Path, options: dict[str, Any], row: dict[str, Any], name: s
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
+def corpus_slice(path: str, chars: int) -> tuple[np.ndarray, str]:
+    """The token ids of the first ``chars`` characters of a text file, cut at the last line end, and a label."""
+    if chars <= 0:
+        raise UserError(f"--corpus_chars must be a positive integer, got {chars}")
+    text = read_text(path)[:chars]
+    text = text[: text.rfind("\n") + 1] or text
+    ids = np.asarray(get_tokenizer().encode_ordinary(text), dtype=np.uint16)
+    return ids, f"the first {len(text):,} characters of {path} ({len(ids):,} tokens)"
+
+
+def finished_rows(table: Path, names: list[str]) -> dict[str, str]:
+    """The rows of an earlier sweep's table, by trial name, for the trials named (none if there is no table)."""
+    if not table.is_file():
+        return {}
+    rows = {}
+    for line in table.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in names:
+            rows[cells[0]] = line
+    return rows
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m nanogpt_lib.sweep",
@@ -149,8 +183,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--best", help="write the fastest successful trial's options here (YAML parameter file)")
     p.add_argument("--token_cap", type=int, default=8_000_000, help="stop a trial after this many tokens (default: 8M)")
     p.add_argument("--time_cap_s", type=float, default=60.0, help="stop a trial after this much training (default: 60)")
+    p.add_argument(
+        "--corpus_chars",
+        type=int,
+        help="train and evaluate on the first N characters of input_file only (cut at a line end): a slice that the "
+        "model memorises in minutes, to compare recipes quickly",
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="device (default: auto)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model once for all trials")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the rows of trials already in --out (a sweep that was stopped, or a plan that gained trials) "
+        "and run only the others",
+    )
     return p
 
 
@@ -165,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     amp = resolve_amp(first.amp, device)
     configure_backends(device)
     tokens = encode_file(first.input_file)
+    corpus = first.input_file
+    if args.corpus_chars is not None:
+        tokens, corpus = corpus_slice(first.input_file, args.corpus_chars)
     torch.manual_seed(first.seed)
     model = GPT(model_config(first.model, first.dropout)).to(device)
     runner = torch.compile(model) if args.compile else model
@@ -177,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- plan `{args.plan}`; model {first.model} ({model.num_params():,} parameters); amp {amp}; "
         f"compile {args.compile}; torch {torch.__version__}",
         f"- each trial: fresh initialisation and optimizer, stops when the full-corpus loss (every token of "
-        f"{first.input_file} once, eval mode) is ≤ {first.target_loss}, or at {args.token_cap:,} tokens or "
+        f"{corpus} once, eval mode) is ≤ {first.target_loss}, or at {args.token_cap:,} tokens or "
         f"{args.time_cap_s:g} s of training",
         "- seconds are training time (device synchronised), without each trial's first step (compilation of a new "
         "shape) and without the full-corpus passes; crossings give (step, tokens, seconds[, loss])",
@@ -187,9 +236,14 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot create {out.parent}: {err.strerror}") from None
+    done = finished_rows(out, [t["name"] for t in trials]) if args.resume else {}
     rows: list[str] = []
     best: tuple[float, str] | None = None
     for trial in trials:
+        if trial["name"] in done:  # finished by an earlier sweep of this plan into the same table
+            rows.append(done[trial["name"]])
+            print(f"{rows[-1]} (kept from {out})", flush=True)
+            continue
         options = {**base, **{k: v for k, v in trial.items() if k != "name"}}
         cfg = TrainConfig.from_dict(options)
         try:

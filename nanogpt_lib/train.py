@@ -31,9 +31,10 @@ import numpy as np
 import torch
 
 from . import checkpoint, runlog
+from .checkpoint_writer import CheckpointWriter
 from .config import TrainConfig, model_config, parse_train_args
 from .data import Batches
-from .device import autocast, configure_backends, device_name, pick_device, resolve_amp
+from .device import amp_decision, autocast, configure_backends, device_name, pick_device
 from .errors import UserError, run_cli
 from .evaluate import corpus_loss
 from .interrupts import StopRequests
@@ -46,12 +47,16 @@ RUN_FILES = ("logs", "samples", "checkpoints", "summary.json", "run_config.json"
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of optimizer step ``step`` (1-based): linear warm-up, then constant or cosine decay."""
+    """Learning rate of optimizer step ``step`` (1-based): linear warm-up, then constant or cosine decay.
+
+    The cosine decays from ``lr`` to ``min_lr`` at ``decay_steps`` (or at ``steps``) and stays at ``min_lr`` after.
+    """
     if step <= cfg.warmup_steps:
         return cfg.lr * step / cfg.warmup_steps
     if cfg.lr_schedule == "constant":
         return cfg.lr
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    end = cfg.decay_steps or cfg.steps
+    progress = (step - cfg.warmup_steps) / max(1, end - cfg.warmup_steps)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))) * (cfg.lr - cfg.min_lr)
 
 
@@ -92,6 +97,20 @@ def accumulate_gradients(
     return loss_sum / grad_accum
 
 
+def clip_gradients(model: torch.nn.Module, max_norm: float, device: torch.device) -> torch.Tensor:
+    """Scale the gradients so that their global norm is at most ``max_norm`` (as clip_grad_norm_); return the norm.
+
+    clip_grad_norm_ multiplies every gradient by min(1, max_norm / (norm + 1e-6)) even when that is exactly 1. On a
+    CPU the comparison costs nothing (there is no device to wait for), so that pass over 124M gradients is skipped
+    when it would change nothing; on a GPU the check would make the host wait for the device every step.
+    """
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if device.type != "cpu" or norm + 1e-6 > max_norm:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm
+
+
 def training_step(
     model: torch.nn.Module,
     raw_model: torch.nn.Module,
@@ -115,7 +134,7 @@ def training_step(
     grad_norm = None
     if cfg.grad_clip > 0:
         scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
-        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+        grad_norm = clip_gradients(raw_model, cfg.grad_clip, device)
     scaler.step(optimizer)  # skips the update when fp16 gradients overflowed
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
@@ -221,7 +240,7 @@ class Trainer:
         cfg = self.cfg
         cfg.validate()
         self.device = pick_device(cfg.device)
-        self.amp = resolve_amp(cfg.amp, self.device)
+        self.amp, self.amp_reason = amp_decision(cfg.amp, self.device)
         get_tokenizer()  # sampling needs it too: fail now, not at the first sample after hours of training
         self.tokens = encode_file(cfg.input_file)
         if len(self.tokens) < cfg.seq_len + 1:
@@ -241,6 +260,7 @@ class Trainer:
             "run_config": out / "run_config.json",
         }
         self.backends = configure_backends(self.device)
+        self.writer = CheckpointWriter()
         torch.manual_seed(cfg.seed)
         self.model_config = model_config(cfg.model, cfg.dropout)
         self.raw_model = GPT(self.model_config)
@@ -249,7 +269,7 @@ class Trainer:
         self.raw_model.to(self.device)
         self.optimizer = make_optimizer(self.raw_model, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
-        self.batches = Batches(self.tokens, cfg.batch_size, cfg.seq_len, self.device, cfg.seed)
+        self.batches = Batches(self.tokens, cfg.batch_size, cfg.seq_len, self.device, cfg.seed, cfg.sampling)
         self.model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
 
         # Loop state: everything that last.pt must carry for an exact resume.
@@ -262,6 +282,8 @@ class Trainer:
         )
         self.target_step: int | None = None
         self.target_step_loss: float | None = None
+        self.last_eval_step = 0
+        self.corpus_offset = 0.0  # full-corpus loss minus the running mean step loss, at the last pass
         if resume_ckpt is not None:
             self._restore(resume_ckpt)
 
@@ -298,6 +320,8 @@ class Trainer:
         self.best_saved_loss = float(loop["best_saved_loss"])
         self.recent_losses.extend(loop["recent_losses"])
         self.target_step, self.target_step_loss = loop.get("target_step"), loop.get("target_step_loss")
+        self.last_eval_step = int(loop.get("last_eval_step", 0))
+        self.corpus_offset = float(loop.get("corpus_offset", 0.0))
         self.timers.update({k: float(v) for k, v in loop["timers"].items()})
 
     def _write_run_config(self, resumed: bool, lost: dict[str, Any] | None) -> None:
@@ -319,6 +343,7 @@ class Trainer:
                 "device": str(self.device),
                 "device_name": device_name(self.device),
                 "amp": self.amp,
+                "amp_reason": self.amp_reason,
                 "backends": self.backends,
                 "optimizer": f"AdamW (fused={self.optimizer.defaults.get('fused')})",
                 "versions": _versions(self.device),
@@ -333,54 +358,64 @@ class Trainer:
     def _weights(self) -> dict[str, torch.Tensor]:
         return checkpoint.clean_state_dict(self.raw_model.state_dict())
 
-    def _save_last(self) -> None:
-        t0 = time.perf_counter()
-        checkpoint.save(
-            self.paths["last"],
-            {
-                "kind": checkpoint.KIND_RESUME,
-                "model": self._weights(),
-                "model_config": dataclasses.asdict(self.model_config),
-                "train_config": self.cfg.to_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "data": self.batches.state_dict(),
-                "rng": {
-                    "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-                },
-                "loop": {
-                    "step": self.step,
-                    "best_step_loss": self.best_step_loss,
-                    "best_step": self.best_step,
-                    "best_saved_loss": self.best_saved_loss,
-                    "recent_losses": list(self.recent_losses),
-                    "target_step": self.target_step,
-                    "target_step_loss": self.target_step_loss,
-                    "timers": {**self.timers, "elapsed_s": self._elapsed()},
-                },
+    def _last_payload(self) -> dict[str, Any]:
+        """Everything ``last.pt`` needs for an exact resume (live tensors: the writer snapshots them)."""
+        return {
+            "kind": checkpoint.KIND_RESUME,
+            "model": self._weights(),
+            "model_config": dataclasses.asdict(self.model_config),
+            "train_config": self.cfg.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "data": self.batches.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             },
-        )
-        self.timers["checkpoint_s"] += time.perf_counter() - t0
-        self._saved_step = self.step
-
-    def _save_best(self, loss: float, reason: str) -> None:
-        t0 = time.perf_counter()
-        checkpoint.save(
-            self.paths["best"],
-            {
-                "kind": checkpoint.KIND_WEIGHTS,
-                "model": self._weights(),
-                "model_config": dataclasses.asdict(self.model_config),
+            "loop": {
                 "step": self.step,
-                "loss": loss,
-                "reason": reason,
+                "best_step_loss": self.best_step_loss,
+                "best_step": self.best_step,
+                "best_saved_loss": self.best_saved_loss,
+                "recent_losses": list(self.recent_losses),
+                "target_step": self.target_step,
+                "target_step_loss": self.target_step_loss,
+                "last_eval_step": self.last_eval_step,
+                "corpus_offset": self.corpus_offset,
+                "timers": {**self.timers, "elapsed_s": self._elapsed()},
             },
-        )
-        seconds = time.perf_counter() - t0
-        self.timers["checkpoint_s"] += seconds
-        self.best_saved_loss = loss
-        self._say(f"New best loss {loss:.6f} ({reason}) at step {self.step}: saved best.pt in {seconds:.1f}s")
+        }
+
+    def _save(self, best: tuple[float, str] | None = None, last: bool = True) -> None:
+        """Save ``best.pt`` (when ``best`` gives a loss and its reason) and ``last.pt``, written in the background.
+
+        Only the snapshot of the state (and waiting for a write still in flight) holds up training; that time
+        is what ``checkpoint_s`` counts.
+        """
+        t0 = time.perf_counter()
+        files = []
+        if best is not None:
+            loss, reason = best
+            self.best_saved_loss = loss  # before the payload of last.pt, which carries it
+            files.append(
+                (
+                    self.paths["best"],
+                    {
+                        "kind": checkpoint.KIND_WEIGHTS,
+                        "model": self._weights(),
+                        "model_config": dataclasses.asdict(self.model_config),
+                        "step": self.step,
+                        "loss": loss,
+                        "reason": reason,
+                    },
+                )
+            )
+            self._say(f"New best loss {loss:.6f} ({reason}) at step {self.step}: writing best.pt")
+        if last:
+            files.append((self.paths["last"], self._last_payload()))
+            self._saved_step = self.step
+        self.writer.submit(files)
+        self.timers["checkpoint_s"] += time.perf_counter() - t0
 
     def _checkpoint(self) -> None:
         """Save last.pt; save best.pt when the recent mean loss beats the one best.pt was saved with.
@@ -389,9 +424,14 @@ class Trainer:
         of on every new minimum of a single noisy step: a handful of writes per run instead of hundreds.
         """
         recent = sum(self.recent_losses) / max(1, len(self.recent_losses))
-        if recent < self.best_saved_loss:
-            self._save_best(recent, f"mean of the last {len(self.recent_losses)} steps")
-        self._save_last()
+        best = (recent, f"mean of the last {len(self.recent_losses)} steps") if recent < self.best_saved_loss else None
+        self._save(best)
+
+    def _wait_for_writes(self) -> None:
+        """Block until the checkpoint write in flight is on disk (counted as checkpoint time: training waits)."""
+        t0 = time.perf_counter()
+        self.writer.wait()
+        self.timers["checkpoint_s"] += time.perf_counter() - t0
 
     def _sample(self) -> None:
         t0 = time.perf_counter()
@@ -407,7 +447,24 @@ class Trainer:
         self.timers["sample_s"] += time.perf_counter() - t0
         self._emit("on_sample", self.step, texts)
 
-    def _corpus_loss(self) -> float:
+    def _corpus_loss_is_near(self) -> str | None:
+        """Why a full-corpus pass should run now (with --stop_on corpus), or None while the target is not near.
+
+        The pass costs as much as many training steps, so it runs only when the running mean of the step losses
+        (the last log_every steps), corrected by how far the previous pass fell from that mean, predicts a
+        full-corpus loss at the target.
+        """
+        mean = sum(self.recent_losses) / len(self.recent_losses)
+        predicted = mean + self.corpus_offset
+        if predicted > self.cfg.target_loss:
+            return None
+        return (
+            f"the mean step loss of the last {len(self.recent_losses)} steps, {mean:.6f}"
+            + (f", plus the last pass's offset {self.corpus_offset:+.6f}," if self.corpus_offset else "")
+            + f" predicts {predicted:.6f} <= {self.cfg.target_loss}"
+        )
+
+    def _corpus_loss(self, why: str) -> float:
         t0 = time.perf_counter()
         loss = corpus_loss(  # the uncompiled model: a pass that runs once would otherwise pay for compiling its shapes
             self.raw_model,
@@ -419,7 +476,12 @@ class Trainer:
         )
         seconds = time.perf_counter() - t0
         self.timers["eval_s"] += seconds
-        self._say(f"Full-corpus loss {loss:.6f} at step {self.step} ({len(self.tokens) - 1:,} tokens, {seconds:.1f}s)")
+        self.last_eval_step = self.step
+        self.corpus_offset = loss - sum(self.recent_losses) / max(1, len(self.recent_losses))
+        self._say(
+            f"Full-corpus loss {loss:.6f} at step {self.step} ({len(self.tokens) - 1:,} tokens, {seconds:.1f}s); "
+            f"evaluated because {why}"
+        )
         return loss
 
     def _elapsed(self) -> float:
@@ -441,6 +503,7 @@ class Trainer:
                 f"the checkpoints already on disk are intact (free some space, then --resume)"
             ) from None
         finally:
+            self.writer.close()  # a write in flight finishes before the process moves on
             self.log.close()
             self.metrics.close()
 
@@ -471,7 +534,8 @@ class Trainer:
                 f"Resumed from {self.paths['last']} at step {self.step} ({self.batches.tokens_seen:,} tokens seen)."
             )
         self._say(
-            f"Model {cfg.model}: {n_params:,} parameters | device {device_name(self.device)} | amp {self.amp} | "
+            f"Model {cfg.model}: {n_params:,} parameters | device {device_name(self.device)} | "
+            f"amp {self.amp} ({self.amp_reason}) | "
             f"compile {cfg.compile} | {len(self.tokens):,} tokens in {cfg.input_file} | "
             f"{cfg.tokens_per_step:,} tokens/step"
         )
@@ -493,7 +557,6 @@ class Trainer:
 
         interval_tokens, interval_time = 0, 0.0
         stopped_by = corpus = None
-        last_eval = 0
         while self.step < cfg.steps:
             step = self.step + 1
             t0 = time.perf_counter()
@@ -503,6 +566,7 @@ class Trainer:
             )  # fmt: skip
             self.step = step
             step_loss = loss.item()  # the one host-device sync per step: the early stop needs this value
+            self.writer.raise_if_failed()  # a failed background write stops the run here, with its file named
             seconds = time.perf_counter() - t0
             if step == start_step + 1:
                 self.timers["warmup_s"] += seconds  # first step of a session: allocation, compilation
@@ -527,13 +591,12 @@ class Trainer:
             reached = step_loss <= cfg.target_loss
             if reached and self.target_step is None:
                 self.target_step, self.target_step_loss = step, step_loss
-            # With --stop_on corpus, a step loss at the target triggers the (costlier) full-corpus pass, at most
-            # once every log_every steps.
-            periodic = cfg.eval_every and step % cfg.eval_every == 0
-            candidate = reached and cfg.stop_on == "corpus" and step - last_eval >= min(cfg.log_every, step)
-            corpus = self._corpus_loss() if periodic or candidate else None
-            if corpus is not None:
-                last_eval = step
+            why = None
+            if cfg.eval_every and step % cfg.eval_every == 0:
+                why = f"every {cfg.eval_every} steps (--eval_every)"
+            elif cfg.stop_on == "corpus" and step - self.last_eval_step >= min(cfg.log_every, step):
+                why = self._corpus_loss_is_near()
+            corpus = self._corpus_loss(why) if why else None
             if cfg.stop_on == "step" and reached:
                 stopped_by = "step"
             elif cfg.stop_on == "corpus" and corpus is not None and corpus <= cfg.target_loss:
@@ -568,11 +631,10 @@ class Trainer:
                     f"Target reached: {which} {value:.6f} <= {cfg.target_loss} at step {step} "
                     f"({self.batches.tokens_seen:,} tokens, {self._elapsed():.1f}s)"
                 )
-                self._save_best(value, f"target reached by the {which}")
-                self._save_last()
-                self._sample()
+                self._save(best=(value, f"target reached by the {which}"))
+                self._sample()  # while the checkpoints are written
                 if corpus is None:
-                    corpus = self._corpus_loss()
+                    corpus = self._corpus_loss("the run reached its target: the summary reports both losses")
                 return self._finish("target_reached", stopped_by, corpus)
             if cfg.save_every and step % cfg.save_every == 0:
                 self._checkpoint()
@@ -580,7 +642,7 @@ class Trainer:
                 self._sample()
             if self.stop_requests.signal is not None:
                 if self._saved_step != step:  # not twice when this step's checkpoint was just written
-                    self._save_last()
+                    self._save()
                 self._say(
                     f"Stopped by {self.stop_requests.name} after step {step}: saved last.pt; continue with --resume."
                 )
@@ -589,11 +651,12 @@ class Trainer:
         if self.step > start_step:
             self._checkpoint()
             if not (cfg.sample_every and self.step % cfg.sample_every == 0):
-                self._sample()
+                self._sample()  # while the checkpoints are written
         return self._finish("completed", None, corpus)
 
     def _finish(self, status: str, stopped_by: str | None, corpus: float | None) -> dict[str, Any]:
         cfg = self.cfg
+        self._wait_for_writes()  # the summary is written once the checkpoints it describes are on disk
         elapsed = self._elapsed()
         summary = {
             "status": status,
@@ -616,6 +679,7 @@ class Trainer:
             "train_time_s": round(self.timers["train_s"], 3),
             "warmup_time_s": round(self.timers["warmup_s"], 3),
             "checkpoint_time_s": round(self.timers["checkpoint_s"], 3),
+            "checkpoint_background_s": round(self.writer.write_seconds, 3),
             "sample_time_s": round(self.timers["sample_s"], 3),
             "eval_time_s": round(self.timers["eval_s"], 3),
             "lost_time_s": round(self.timers["lost_s"], 3),
@@ -631,7 +695,10 @@ class Trainer:
         }
         runlog.write_json(self.paths["summary"], summary)
         share = 100 * self.timers["checkpoint_s"] / elapsed if elapsed > 0 else 0.0
-        self._say(f"Checkpoint I/O: {self.timers['checkpoint_s']:.1f}s ({share:.1f}% of {elapsed:.1f}s wall time)")
+        self._say(
+            f"Checkpoints: {self.timers['checkpoint_s']:.1f}s of training held up ({share:.1f}% of {elapsed:.1f}s wall "
+            f"time); {self.writer.write_seconds:.1f}s of writing in the background"
+        )
         if status in ("completed", "target_reached"):
             self._say("Training complete.")
         self._emit("on_end", summary)

@@ -114,8 +114,9 @@ def test_a_misspelt_parameter_fails_with_a_clear_message(executed) -> None:
 
 def test_report_notebook_fills_the_readme(executed) -> None:
     readme = executed["readme"].read_text(encoding="utf-8")
-    assert "(results/loss_curve.png)" in readme and "Training complete." in readme
-    assert (executed["readme"].parent / "results" / "loss_curve.png").is_file()
+    name = executed["run"].name
+    assert f"(results/{name}/loss_curve.png)" in readme and "Training complete." in readme
+    assert (executed["readme"].parent / "results" / name / "loss_curve.png").is_file()
     out = text_of(executed["nbs"]["05"])
     assert "A sample from" in out and "ROMEO:" in out
 

@@ -56,10 +56,10 @@ def test_readme_blocks_are_filled_and_idempotent(run_dir: Path, tmp_path: Path, 
     text = readme.read_text(encoding="utf-8")
     assert first["changed"]
     assert "old summary" not in text and "Intro text that must survive." in text and text.endswith("The end.\n")
-    assert "![Training loss" in text and "(results/loss_curve.png)" in text
+    assert "![Training loss" in text and f"(results/{run_dir.name}/loss_curve.png)" in text
     assert "| step | loss |" in text and "Training complete." in text and "```text\nBIANCA:" in text
     for name in ("loss_curve.png", "train_metrics.csv", "train.log", "samples.txt", "summary.json", "run_config.json"):
-        assert (docs / "results" / name).is_file()
+        assert (docs / "results" / run_dir.name / name).is_file()
     assert not (tmp_path / "results").exists()
 
     second = report.write_report(run_dir, readme)
@@ -70,6 +70,27 @@ def test_summary_tells_what_stopped_the_run(run_dir: Path) -> None:
     block = report.summary_block(report.load_run(run_dir))
     assert "**target reached** (stopped by the step loss)" in block
     assert "Full-corpus loss" in block and "tiny, 6,862,464 parameters" in block
+    ours = next(line for line in block.splitlines() if line.startswith("| **This run**"))
+    assert "| 2×32×2 = 128 |" in ours and "| off |" in ours and "one step's loss" in ours
+    assert "| The course's reference run | RTX 4060 Ti | fp16 |" in block
+
+
+def test_a_named_run_with_notebooks_and_html(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "04_full_training.ipynb").write_text("{}", encoding="utf-8")
+    (run / "html").mkdir()
+    (run / "html" / "04_full_training.html").write_text("<html></html>", encoding="utf-8")
+    readme = tmp_path / "README.md"
+    readme.write_text(README, encoding="utf-8")
+    report.write_report(run, readme, name="cpu-2core-bf16")
+    folder = tmp_path / "results" / "cpu-2core-bf16"
+    assert (folder / "04_full_training.ipynb").is_file() and (folder / "04_full_training.html").is_file()
+    assert "(results/cpu-2core-bf16/loss_curve.png)" in readme.read_text(encoding="utf-8")
+    with pytest.raises(UserError, match="run name '../x'"):
+        report.write_report(run, readme, name="../x")
 
 
 def test_readme_without_markers_is_left_untouched(run_dir: Path, tmp_path: Path) -> None:

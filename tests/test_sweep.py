@@ -31,8 +31,9 @@ def test_sweep_runs_trials_to_the_target_or_a_cap(small_corpus: Path, tmp_path: 
     a, again, slow = (row.split(" | ") for row in rows)
     assert a[-1].startswith("target reached")
     # re-initialised weights, optimizer and data order: the same trial twice takes the same steps to the same loss
-    assert a[1:9] == again[1:9] and a[11].split(", ")[-1] == again[11].split(", ")[-1]
-    assert slow[-1].startswith("token cap (3,000)") and slow[11] == "–"
+    assert a[1:10] == again[1:10] and a[12].split(", ")[-1] == again[12].split(", ")[-1]
+    assert slow[-1].startswith("token cap (3,000)") and slow[12] == "–"
+    assert float(slow[13]) > 10.6 and a[13] == a[12].split(", ")[-1]  # the loss where each trial ended
     recipe = yaml.safe_load(best.read_text())
     assert recipe["lr"] == 1e-3 and recipe["stop_on"] == "corpus" and recipe["model"] == "tiny"
     assert best.read_text().startswith("# Recipe from sweep trial 'a")
@@ -70,3 +71,29 @@ def test_a_trial_out_of_memory_does_not_end_the_sweep(small_corpus: Path, tmp_pa
     assert run_cli(sweep.main, ["--plan", str(plan), "--out", str(out), "--token_cap", "2000", "--device", "cpu"]) == 0
     table = out.read_text()
     assert "| huge |" in table and "out of memory |" in table and "| ok |" in table
+
+
+def test_a_sweep_on_a_slice_of_the_corpus(small_corpus: Path, tmp_path: Path) -> None:
+    plan = write_plan(tmp_path / "plan.yaml", small_corpus, [{"name": "epoch", "sampling": "epoch", "lr": 1e-6}])
+    out = tmp_path / "sweep.md"
+    argv = ["--plan", str(plan), "--out", str(out), "--token_cap", "640", "--device", "cpu", "--corpus_chars", "2000"]
+    assert run_cli(sweep.main, argv) == 0
+    table = out.read_text()
+    text = small_corpus.read_text(encoding="utf-8")[:2000]
+    chars = text.rfind("\n") + 1
+    assert f"the first {chars:,} characters of {small_corpus}" in table
+    row = next(line for line in table.splitlines() if line.startswith("| epoch")).split(" | ")
+    assert row[3] == "epoch" and row[9] == "640" and float(row[13]) > 10
+
+
+def test_a_resumed_sweep_keeps_finished_rows_and_runs_the_rest(small_corpus: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "sweep.md"
+    first = write_plan(tmp_path / "plan.yaml", small_corpus, [{"name": "a", "lr": 1e-6}])
+    common = ["--out", str(out), "--token_cap", "256", "--device", "cpu"]
+    assert run_cli(sweep.main, ["--plan", str(first), *common]) == 0
+    row_a = next(line for line in out.read_text().splitlines() if line.startswith("| a |"))
+    grown = write_plan(tmp_path / "plan.yaml", small_corpus, [{"name": "a", "lr": 1e-6}, {"name": "b", "lr": 2e-6}])
+    assert run_cli(sweep.main, ["--plan", str(grown), *common, "--resume"]) == 0
+    lines = out.read_text().splitlines()
+    assert row_a in lines and sum(line.startswith("| b |") for line in lines) == 1
+    assert "(kept from" in capsys.readouterr().out

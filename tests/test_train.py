@@ -95,6 +95,8 @@ def test_early_stop_at_target_writes_summary(small_corpus: Path, tmp_path: Path,
     assert summary["full_corpus_loss"] is not None and math.isfinite(summary["full_corpus_loss"])
     if stop_on == "corpus":
         assert summary["stopped_by"] == "full_corpus_loss" and summary["full_corpus_loss"] <= 10.6
+        log = (out / "logs" / "train.log").read_text()
+        assert "evaluated because the mean step loss of the last 1 steps" in log
     else:
         assert summary["stopped_by"] == "step_loss" and summary["target_step"] == summary["steps"]
     log = (out / "logs" / "train.log").read_text()
@@ -162,6 +164,9 @@ def test_learning_rate_schedule() -> None:
     assert lr_at(55, cfg) == pytest.approx(5.5e-4) and lr_at(100, cfg) == pytest.approx(1e-4)
     constant = TrainConfig(lr=3e-4)
     assert lr_at(1, constant) == lr_at(10_000, constant) == 3e-4
+    early = TrainConfig(steps=100_000, lr=1e-3, min_lr=1e-4, warmup_steps=10, lr_schedule="cosine", decay_steps=100)
+    assert lr_at(55, early) == pytest.approx(5.5e-4)
+    assert lr_at(100, early) == lr_at(90_000, early) == pytest.approx(1e-4)  # stays at min_lr after decay_steps
 
 
 def test_sample_cli_prints_only_text_and_is_deterministic(small_corpus: Path, tmp_path: Path) -> None:
@@ -196,3 +201,18 @@ def test_extra_prompts_are_sampled_at_every_event(small_corpus: Path, tmp_path: 
     samples = (out / "samples" / "samples.txt").read_text()
     for prompt in ("BIANCA:", "ROMEO:", "First Citizen:"):
         assert samples.count(f"PROMPT:\n{prompt}\n") == 2  # steps 1 and 2
+
+
+@pytest.mark.parametrize("scale", [1e-4, 10.0])  # gradients far below and far above the clipping norm
+def test_clip_gradients_equals_clip_grad_norm(scale: float) -> None:
+    from nanogpt_lib.train import clip_gradients
+
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+    b.load_state_dict(a.state_dict())
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        p.grad = torch.randn_like(p) * scale
+        q.grad = p.grad.clone()
+    expected = torch.nn.utils.clip_grad_norm_(a.parameters(), 1.0)
+    assert torch.equal(clip_gradients(b, 1.0, torch.device("cpu")), expected)
+    assert all(torch.equal(p.grad, q.grad) for p, q in zip(a.parameters(), b.parameters(), strict=True))
