@@ -25,14 +25,16 @@ setup: $(VENV)/.runtime  ## create .venv and install the runtime dependencies an
 
 setup-dev: $(VENV)/.dev  ## setup, plus the test and lint tools
 
-data: setup  ## download data/input.txt (needs internet; otherwise copy the course file there)
+data: data/input.txt  ## download data/input.txt when it is missing (needs internet; otherwise copy the course file there)
+
+data/input.txt: | $(VENV)/.runtime
 	$(PY) -m nanogpt_lib.download --dest data/input.txt
 
-sanity: setup  ## set up, then the reference sanity run (200 steps, 124M model) into out_sanity/
+sanity: setup data/input.txt  ## set up, then the reference sanity run (200 steps, 124M model) into out_sanity/
 	$(PY) -m nanogpt_lib.train --input_file data/input.txt --out_dir out_sanity --steps 200 --batch_size 4 \
 		--seq_len 128 --grad_accum 1 --lr 3e-4 --log_every 10 --save_every 100 --sample_every 100 --overwrite
 
-train: setup  ## set up, then the reference full run into $(RUN_DIR) (re-running resumes)
+train: setup data/input.txt  ## set up, then the reference full run into $(RUN_DIR) (re-running resumes)
 	$(PY) -m nanogpt_lib.train --input_file data/input.txt --out_dir $(RUN_DIR) --steps 200000 --batch_size 8 \
 		--seq_len 256 --grad_accum 4 --lr 3e-4 --log_every 50 --save_every 2000 --sample_every 2000 --resume
 
@@ -42,13 +44,14 @@ kernel: setup  ## register .venv as the Jupyter kernel "nanogpt-course" (for Jup
 lab: kernel  ## open the course notebooks in JupyterLab
 	$(VENV)/bin/jupyter lab notebooks/
 
-overnight: kernel  ## the full run through notebook 04 with papermill into $(RUN_DIR) (re-running resumes)
+overnight: kernel data/input.txt  ## the full run through notebook 04 with papermill into $(RUN_DIR) (re-running resumes)
 	mkdir -p $(RUN_DIR)
 	$(VENV)/bin/papermill notebooks/04_full_training.ipynb $(RUN_DIR)/04_full_training.ipynb -k $(KERNEL) \
 		--log-output -p out_dir $(RUN_DIR) $(PARAMS)
 
 report: kernel  ## notebook 05 on $(RUN_DIR): README results blocks and results/
-	$(VENV)/bin/papermill notebooks/05_report.ipynb $(RUN_DIR)/05_report.ipynb -k $(KERNEL) -p out_dir $(RUN_DIR)
+	$(VENV)/bin/papermill notebooks/05_report.ipynb $(RUN_DIR)/05_report.ipynb -k $(KERNEL) -p out_dir $(RUN_DIR) \
+		-p update_readme True
 
 html: setup  ## the executed notebooks in $(RUN_DIR) as HTML, in $(RUN_DIR)/html/
 	$(VENV)/bin/jupyter nbconvert --to html --template lab --output-dir $(RUN_DIR)/html $(RUN_DIR)/*.ipynb
@@ -57,5 +60,5 @@ lint: setup-dev  ## ruff on the library and the tests
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: setup-dev lint  ## set up, lint, then run the test suite
+test: setup-dev lint data/input.txt  ## set up, lint, then run the test suite
 	$(PY) -m pytest

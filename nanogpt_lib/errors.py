@@ -11,8 +11,12 @@ EXIT_USER_ERROR = 2
 class UserError(Exception):
     """A problem the user can fix (bad flag, missing file, incompatible checkpoint).
 
-    Entry points print ``error: <message>`` and exit with status 2 instead of showing a traceback.
+    Entry points print ``error: <message>`` and exit with status 2 instead of showing a traceback; in a notebook,
+    IPython shows the same one line (``_render_traceback_``), and papermill still stops at the cell.
     """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"error: {self}"]
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:

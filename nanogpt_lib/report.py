@@ -74,6 +74,22 @@ def _number(text: str) -> float | None:
     return float(text) if text not in ("", None) else None
 
 
+RUN_PLACES = ("out_sanity", "out/*")  # where the Makefile and the notebooks put runs
+
+
+def find_run(out_dir: str | os.PathLike | None) -> Path:
+    """``out_dir`` itself, or (when None) the run directory under RUN_PLACES that trained most recently."""
+    if out_dir is not None:
+        return Path(out_dir)
+    runs = [metrics.parent.parent for place in RUN_PLACES for metrics in Path().glob(f"{place}/logs/train_metrics.csv")]
+    if not runs:
+        raise UserError(
+            "no run found in out_sanity/ or out/: train one first (notebook 03 or 04, or make sanity), "
+            "or set out_dir to its run directory"
+        )
+    return max(runs, key=lambda run: (run / "logs" / "train_metrics.csv").stat().st_mtime)
+
+
 def load_run(out_dir: str | os.PathLike) -> Run:
     out = Path(out_dir)
     if not out.is_dir():
@@ -337,10 +353,13 @@ def evidence_files(run: Run) -> dict[Path, str]:
     return files
 
 
-def write_report(out_dir: str | os.PathLike, readme: str | os.PathLike, name: str | None = None) -> dict[str, Any]:
+def write_report(
+    out_dir: str | os.PathLike, readme: str | os.PathLike, name: str | None = None, force: bool = False
+) -> dict[str, Any]:
     """Render the loss curve and the README blocks of a run, copy the evidence to results/<name>/, rewrite the README.
 
-    ``name`` defaults to the run directory's name.
+    ``name`` defaults to the run directory's name. A README whose results show a run that reached the target is
+    not rewritten from a run that did not, unless ``force``.
     """
     run = load_run(out_dir)
     readme = Path(readme)
@@ -360,6 +379,13 @@ def write_report(out_dir: str | os.PathLike, readme: str | os.PathLike, name: st
     }
     old = readme.read_text(encoding="utf-8")
     new = replace_blocks(old, blocks)  # raises before anything is written
+    shown = old.split(_marker("SUMMARY", "START"), 1)[1].split(_marker("SUMMARY", "END"), 1)[0]
+    if "**target reached**" in shown and run.summary.get("status") != "target_reached" and not force:
+        raise UserError(
+            f"{readme} shows a run that reached the target, and {run.out_dir} did not "
+            f"(status: {run.summary.get('status', 'in progress')}); nothing was written. "
+            f"Replace it anyway with --force (in notebook 05: force = True)"
+        )
     try:
         results.mkdir(parents=True, exist_ok=True)
         plot_loss_curve(run, run.out_dir / "logs" / PLOT_NAME)
@@ -385,8 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--name", help="the folder in results/ for this run's evidence (default: the run directory's name)"
     )
+    parser.add_argument(
+        "--force", action="store_true", help="replace README results that reached the target with a run that did not"
+    )
     args = parser.parse_args(argv)
-    report = write_report(args.out_dir, args.readme, args.name)
+    report = write_report(args.out_dir, args.readme, args.name, args.force)
     state = "updated" if report["changed"] else "already up to date"
     print(f"{args.readme} {state}; evidence in {report['results']}", file=sys.stderr)
     return 0

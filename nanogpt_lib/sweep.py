@@ -1,6 +1,7 @@
 """A planned hyper-parameter sweep: short runs that stop at the target or at a cap, one model for all trials.
 
-    python -m nanogpt_lib.sweep --plan params/sweep_plan.yaml --out results/sweep.md --best out/best_recipe.yaml
+    python -m nanogpt_lib.sweep --plan params/sweep_cpu.yaml --corpus_chars 32768 --token_cap 250000 \\
+        --out results/sweep_cpu.md
 
 The plan is a YAML (or JSON) file: ``base`` holds training options shared by every trial (``TrainConfig``
 names), ``trials`` a list of named overrides. Each trial re-initialises the same model (compiled once with

@@ -1,7 +1,7 @@
 """The training loop (``Trainer``) and the ``python -m nanogpt_lib.train`` command.
 
-The loop writes the run directory (see DESIGN.md) and reports progress through callbacks, so the CLI
-can print lines and a notebook can draw a live plot without the loop knowing who is watching::
+The loop writes the run directory (see "The run directory" in the README) and reports progress through
+callbacks, so the CLI can print lines and a notebook can draw a live plot without the loop knowing who is watching::
 
     trainer = Trainer(TrainConfig(model="tiny", steps=100))
     trainer.add_callback("on_log", lambda row: print(row["step"], row["loss"]))
@@ -741,7 +741,8 @@ def main(argv: list[str] | None = None) -> int:
     _console_callbacks(trainer, cfg)
     summary = trainer.run()
     if summary["status"] == "interrupted":
-        again = trainer.command if "--resume" in argv else f"{trainer.command} --resume"
+        kept = [a for a in argv if a not in ("--overwrite", "--resume")]  # --overwrite again would start afresh
+        again = shlex.join(["python", "-m", "nanogpt_lib.train", *kept, "--resume"])
         print(f"Interrupted; continue with: {again}", file=sys.stderr)
         return 128 + trainer.stop_requests.signal
     if summary["status"] == "target_reached":

@@ -199,3 +199,20 @@ def test_damaged_format_version_is_refused(straight, tmp_path: Path, capsys) -> 
     torch.save({**ckpt, "format_version": 99}, last)
     assert run_cli(train.main, tiny_args(corpus, out, "--resume")) == EXIT_USER_ERROR
     assert "format version 99" in capsys.readouterr().err
+
+
+def test_the_printed_continue_command_works_as_printed(straight, tmp_path: Path) -> None:
+    import shlex
+
+    corpus, expected = straight
+    out = tmp_path / "run"
+    proc = start(corpus, out, "--overwrite", delay_s=0.0)  # as make sanity starts a run
+    wait_for(proc, "step 3/")
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    line = next(line for line in stderr.splitlines() if line.startswith("Interrupted; continue with: "))
+    argv = shlex.split(line.removeprefix("Interrupted; continue with: "))
+    assert argv[:3] == ["python", "-m", "nanogpt_lib.train"] and "--overwrite" not in argv
+    again = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert sorted(losses(out)) == sorted(expected)

@@ -128,3 +128,37 @@ def test_a_half_written_last_row_is_skipped(run_dir: Path, tmp_path: Path) -> No
         fh.write("7,10.2,1e-")  # what kill -9 in the middle of a row leaves
     rows = report.load_run(copy).metrics
     assert rows[-1]["step"] == report.load_run(run_dir).metrics[-1]["step"]
+
+
+def test_a_run_that_missed_the_target_does_not_replace_one_that_reached_it(run_dir: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    readme = tmp_path / "README.md"
+    readme.write_text(README, encoding="utf-8")
+    report.write_report(run_dir, readme)  # this run reached its target
+    reached = readme.read_text(encoding="utf-8")
+    short = tmp_path / "short"
+    shutil.copytree(run_dir, short)
+    summary = json.loads((short / "summary.json").read_text())
+    (short / "summary.json").write_text(json.dumps({**summary, "status": "completed", "stopped_by": None}))
+    with pytest.raises(UserError, match="reached the target, and .* did not .*--force"):
+        report.write_report(short, readme)
+    assert readme.read_text(encoding="utf-8") == reached and not (tmp_path / "results" / "short").exists()
+    report.write_report(short, readme, force=True)
+    assert "completed all steps without reaching the target" in readme.read_text(encoding="utf-8")
+
+
+def test_find_run_picks_the_latest_run_or_says_what_to_do(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import os
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"no run found .* \(notebook 03 or 04"):
+        report.find_run(None)
+    shutil.copytree(run_dir, tmp_path / "out_sanity")
+    shutil.copytree(run_dir, tmp_path / "out" / "full")
+    os.utime(tmp_path / "out_sanity" / "logs" / "train_metrics.csv", (1, 1))  # trained long ago
+    assert report.find_run(None) == Path("out/full")
+    assert report.find_run("elsewhere") == Path("elsewhere")
+    assert UserError("x")._render_traceback_() == ["error: x"]  # one line in a notebook, not a traceback

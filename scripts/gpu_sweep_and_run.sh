@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Issue 6 in one device call: the sweep, then the real run of notebook 04 through papermill with the fastest
-# recipe, the report (README blocks and results/), and the HTML. Everything that comes back is under $OUT.
+# On a CUDA GPU, in one go: the recipe sweep, then the real run of notebook 04 through papermill with the fastest
+# recipe, the report (README blocks and results/), and the HTML. Everything worth keeping is copied under $OUT.
 #
-# Before the call, here:   bash scripts/device_wheels.sh
-#                          mkdir -p .carry && cp -r ../shared/tiktoken_cache ../shared/data/input.txt .carry/
-# The call:                run(command="bash scripts/gpu_issue6.sh", carry=[".whl", ".carry"], timeout_s=570)
-# A dry run on a CPU:      DEVICE=cpu SWEEP_PLAN=plan.yaml RUN_PARAMS="-p model tiny ..." bash scripts/gpu_issue6.sh
+# For a GPU machine without internet whose Python lacks papermill and nbconvert, first, on a machine with a package
+# index:  bash scripts/fetch_notebook_wheels.sh; mkdir -p .carry && cp data/input.txt .carry/
+# then copy the repository (with .whl/ and .carry/) to the GPU machine and run:  bash scripts/gpu_sweep_and_run.sh
+# A dry run on a CPU:  DEVICE=cpu SWEEP_PLAN=plan.yaml RUN_PARAMS="-p model tiny ..." bash scripts/gpu_sweep_and_run.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/device}
@@ -23,7 +23,6 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
-[ -d .carry/tiktoken_cache ] && export TIKTOKEN_CACHE_DIR="$PWD/.carry/tiktoken_cache"
 [ -f .carry/input.txt ] && cp .carry/input.txt data/input.txt
 { date -u; nvidia-smi 2>/dev/null; python3 -c "import torch; print('torch', torch.__version__)"; } | tee "$OUT/env.txt"
 
@@ -35,16 +34,18 @@ if [ ! -f out/best_recipe.yaml ]; then echo "no trial reached the target: no ful
 cp out/best_recipe.yaml "$OUT/"
 
 echo "== the full run: notebook 04 through papermill"
+RUN_DIR=out/${RUN_NAME:-gpu-bf16}
+mkdir -p "$RUN_DIR"
 python3 -m ipykernel install --user --name nanogpt-course --display-name "Python (nanogpt-course)" >/dev/null
-python3 -m papermill notebooks/04_full_training.ipynb results/04_full_training.ipynb -k nanogpt-course \
-  -f out/best_recipe.yaml -p out_dir out/gpu -p resume False -p overwrite True -p device "$DEVICE" \
+python3 -m papermill notebooks/04_full_training.ipynb "$RUN_DIR/04_full_training.ipynb" -k nanogpt-course \
+  -f out/best_recipe.yaml -p out_dir "$RUN_DIR" -p resume False -p overwrite True -p device "$DEVICE" \
   -p log_every 10 -p save_every 0 -p sample_every 0 -p extra_prompts 'ROMEO:\n|First Citizen:\n' $RUN_PARAMS \
   --log-output || exit 1
 
-echo "== report and HTML"
-python3 -m papermill notebooks/05_report.ipynb results/05_report.ipynb -k nanogpt-course -p out_dir out/gpu \
+echo "== HTML, then the report (README blocks and results/$(basename "$RUN_DIR")/)"
+python3 -m jupyter nbconvert --to html --template lab "$RUN_DIR/04_full_training.ipynb" --output-dir "$RUN_DIR/html" \
+  || exit 1
+python3 -m papermill notebooks/05_report.ipynb "$RUN_DIR/05_report.ipynb" -k nanogpt-course -p out_dir "$RUN_DIR" \
   -p readme README.md || exit 1
-python3 -m jupyter nbconvert --to html --template lab results/04_full_training.ipynb results/05_report.ipynb \
-  --output-dir results || exit 1
 tar czf "$OUT/results.tgz" results README.md
 ls -la results
