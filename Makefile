@@ -15,6 +15,7 @@ help:  ## list the targets
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -r requirements.txt -e .
+	if [ -d .git ]; then $(VENV)/bin/nbstripout --install; fi  # outputs saved in JupyterLab stay out of commits
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt

@@ -1,8 +1,12 @@
 """nanogpt_lib: train a GPT-2 style model from scratch on tiny-shakespeare, and prove it.
 
-Modules, each with one job: config (options), tokenizer (GPT-2 BPE), data (batches), model (GPT),
-checkpoint (atomic save/load), evaluate (full-corpus loss), sample (generation), train (the loop and
-its CLI), runlog (run-directory text files), device (hardware and precision).
+Modules, each with one job, in reading order: config (options), tokenizer (GPT-2 BPE), data (batches),
+model (GPT), device (hardware and precision), train (the loop and its CLI), evaluate (full-corpus loss),
+sample (generation and its CLI), checkpoint (atomic save/load), checkpoint_writer (saving in the background),
+atomic (atomic file writes), runlog (run-directory text files), interrupts (Ctrl-C and SIGTERM), errors (one-line
+errors), download (the course file), report (README and results/ from a run directory), notebook (notebook
+helpers), corpus_stats and model_stats (figures the notebooks show), hf_compat (weights to and from transformers),
+bench (speed against transformers), sweep (recipe trials).
 """
 
 import os

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -101,10 +102,10 @@ class LiveProgress:
         self.plot_handle = display({"text/plain": "(the loss plot appears after the first log step)"}, raw=True,
                                    display_id=True)  # fmt: skip
         self.status_handle = display({"text/plain": "starting..."}, raw=True, display_id=True)
-        if self.progress_bar:
-            from tqdm.auto import tqdm
+        if self.progress_bar:  # a text bar: a widget bar makes JupyterLab show the kernel as idle while it trains
+            from tqdm import tqdm
 
-            self.bar = tqdm(total=info["steps"], initial=info["start_step"], unit="step")
+            self.bar = tqdm(total=info["steps"], initial=info["start_step"], unit="step", file=sys.stdout)
 
     def on_message(self, line: str) -> None:
         if line.startswith("step "):
