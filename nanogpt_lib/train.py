@@ -44,6 +44,7 @@ from .tokenizer import encode_file, get_tokenizer
 
 EVENTS = ("on_start", "on_message", "on_log", "on_sample", "on_end")
 RUN_FILES = ("logs", "samples", "checkpoints", "summary.json", "run_config.json")
+RECHECK_WINDOWS = 10  # with --stop_on corpus: a full-corpus pass at least every 10 log windows at the target
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -457,6 +458,14 @@ class Trainer:
         mean = sum(self.recent_losses) / len(self.recent_losses)
         predicted = mean + self.corpus_offset
         if predicted > self.cfg.target_loss:
+            # an offset measured once must not hold the pass off for ever: once the step losses alone are at the
+            # target, a pass runs at least every RECHECK_WINDOWS log windows
+            since = self.step - self.last_eval_step
+            if mean <= self.cfg.target_loss and since >= RECHECK_WINDOWS * self.cfg.log_every:
+                return (
+                    f"the mean step loss of the last {len(self.recent_losses)} steps, {mean:.6f}, is at the target "
+                    f"and {since} steps have passed since the last pass"
+                )
             return None
         return (
             f"the mean step loss of the last {len(self.recent_losses)} steps, {mean:.6f}"
