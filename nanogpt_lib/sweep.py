@@ -15,6 +15,7 @@ file for ``papermill -f`` and ``python -m nanogpt_lib.train --config``.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shlex
 import sys
@@ -138,6 +139,11 @@ def write_table(path: Path, header: list[str], rows: list[str]) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
+def write_json(path: Path, records: list[dict[str, Any]]) -> None:
+    text = json.dumps(records, indent=1, default=float) + "\n"
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
 def write_best(path: Path, options: dict[str, Any], row: dict[str, Any], name: str) -> None:
     import yaml
 
@@ -182,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", required=True, help="YAML/JSON plan: 'base' options and a list of named 'trials'")
     p.add_argument("--out", default="results/sweep.md", help="markdown table to (re)write (default: results/sweep.md)")
     p.add_argument("--best", help="write the fastest successful trial's options here (YAML parameter file)")
+    p.add_argument(
+        "--json",
+        help="also write every trial of this sweep as JSON here (options, crossings, full-corpus loss at the end), "
+        "for scripts that pick a recipe",
+    )
     p.add_argument("--token_cap", type=int, default=8_000_000, help="stop a trial after this many tokens (default: 8M)")
     p.add_argument("--time_cap_s", type=float, default=60.0, help="stop a trial after this much training (default: 60)")
     p.add_argument(
@@ -239,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"cannot create {out.parent}: {err.strerror}") from None
     done = finished_rows(out, [t["name"] for t in trials]) if args.resume else {}
     rows: list[str] = []
+    records: list[dict[str, Any]] = []
     best: tuple[float, str] | None = None
     for trial in trials:
         if trial["name"] in done:  # finished by an earlier sweep of this plan into the same table
@@ -256,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.empty_cache()
         rows.append(_fmt_row(trial["name"], cfg, row))
         write_table(out, header, rows)
+        if args.json:
+            records.append({"trial": trial["name"], "options": options, **row})
+            write_json(Path(args.json), records)
         print(rows[-1], flush=True)
         if row["corpus_cross"] is not None and (best is None or row["corpus_cross"][2] < best[0]):
             best = (row["corpus_cross"][2], trial["name"])

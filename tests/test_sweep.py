@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,13 @@ def test_sweep_runs_trials_to_the_target_or_a_cap(small_corpus: Path, tmp_path: 
     plan = write_plan(tmp_path / "plan.yaml", small_corpus,
                       [{"name": "a"}, {"name": "a-again"}, {"name": "slow", "lr": 1e-6}])  # fmt: skip
     out, best = tmp_path / "sweep.md", tmp_path / "best.yaml"
-    argv = ["--plan", str(plan), "--out", str(out), "--best", str(best), "--token_cap", "3000", "--device", "cpu"]
+    argv = ["--plan", str(plan), "--out", str(out), "--best", str(best), "--token_cap", "3000", "--device", "cpu",
+            "--json", str(tmp_path / "sweep.json")]  # fmt: skip
     assert run_cli(sweep.main, argv) == 0
+    records = json.loads((tmp_path / "sweep.json").read_text())
+    assert [r["trial"] for r in records] == ["a", "a-again", "slow"] and records[2]["options"]["lr"] == 1e-6
+    assert records[0]["result"] == "target reached" and records[2]["corpus_cross"] is None
+    assert records[2]["final_loss"] > 10.6 >= records[0]["corpus_cross"][3] == records[0]["final_loss"]
     table = out.read_text()
     rows = [line for line in table.splitlines() if line.startswith("| a") or line.startswith("| slow")]
     assert len(rows) == 3
