@@ -700,6 +700,10 @@ class Trainer:
             "n_params": self.raw_model.num_params(),
             "device": device_name(self.device),
             "amp": self.amp,
+            # the most GPU memory held by tensors in this session (what a smaller card must hold), CUDA only
+            "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
+            if self.device.type == "cuda"
+            else None,
             "finished_at": _now(),
         }
         runlog.write_json(self.paths["summary"], summary)
