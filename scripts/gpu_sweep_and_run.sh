@@ -64,7 +64,7 @@ fi
 cp "$RUN_DIR/logs/train.log" "$OUT/train.log" 2>/dev/null
 
 echo "== HTML, then the report (README blocks and results/$(basename "$RUN_DIR")/)"
-python3 -m jupyter nbconvert --to html --template lab "$RUN_DIR/04_full_training.ipynb" --output-dir "$RUN_DIR/html"
+python3 -m nbconvert --to html --template lab "$RUN_DIR/04_full_training.ipynb" --output-dir "$RUN_DIR/html"
 python3 -m papermill notebooks/05_report.ipynb "$RUN_DIR/05_report.ipynb" -k nanogpt-course -p out_dir "$RUN_DIR" \
   -p readme README.md -p update_readme True
 echo "== report exit status $?"
