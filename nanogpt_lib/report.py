@@ -353,6 +353,21 @@ def evidence_files(run: Run) -> dict[Path, str]:
     return files
 
 
+def copy_evidence(src: Path, dst: Path) -> None:
+    """Copy one evidence file; an executed notebook is marked ``keep_output`` so that nbstripout, which keeps the
+    course notebooks' outputs out of commits, commits this one whole."""
+    if src.suffix == ".ipynb":
+        try:
+            notebook = json.loads(src.read_text(encoding="utf-8"))
+            notebook.setdefault("metadata", {})["keep_output"] = True
+        except (ValueError, AttributeError):  # not a notebook papermill wrote: copied as it is
+            pass
+        else:
+            dst.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            return
+    shutil.copyfile(src, dst)
+
+
 def write_report(
     out_dir: str | os.PathLike, readme: str | os.PathLike, name: str | None = None, force: bool = False
 ) -> dict[str, Any]:
@@ -391,7 +406,7 @@ def write_report(
         plot_loss_curve(run, run.out_dir / "logs" / PLOT_NAME)
         shutil.copyfile(run.out_dir / "logs" / PLOT_NAME, results / PLOT_NAME)
         for src, target in evidence_files(run).items():
-            shutil.copyfile(src, results / target)
+            copy_evidence(src, results / target)
         if new != old:
             atomic_write(readme, lambda fh: fh.write(new.encode("utf-8")))
     except OSError as err:

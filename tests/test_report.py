@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,7 @@ def test_a_named_run_with_notebooks_and_html(run_dir: Path, tmp_path: Path) -> N
 
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
-    (run / "04_full_training.ipynb").write_text("{}", encoding="utf-8")
+    (run / "04_full_training.ipynb").write_text('{"cells": [], "metadata": {"kernelspec": {}}}', encoding="utf-8")
     (run / "html").mkdir()
     (run / "html" / "04_full_training.html").write_text("<html></html>", encoding="utf-8")
     readme = tmp_path / "README.md"
@@ -88,6 +89,9 @@ def test_a_named_run_with_notebooks_and_html(run_dir: Path, tmp_path: Path) -> N
     report.write_report(run, readme, name="cpu-2core-bf16")
     folder = tmp_path / "results" / "cpu-2core-bf16"
     assert (folder / "04_full_training.ipynb").is_file() and (folder / "04_full_training.html").is_file()
+    # evidence: the copy keeps its outputs through nbstripout's filter when committed
+    copied = json.loads((folder / "04_full_training.ipynb").read_text(encoding="utf-8"))
+    assert copied["metadata"] == {"kernelspec": {}, "keep_output": True}
     assert "(results/cpu-2core-bf16/loss_curve.png)" in readme.read_text(encoding="utf-8")
     with pytest.raises(UserError, match="run name '../x'"):
         report.write_report(run, readme, name="../x")
