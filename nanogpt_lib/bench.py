@@ -28,7 +28,15 @@ import torch
 
 from .atomic import atomic_write
 from .config import GPTConfig, TrainConfig, model_config
-from .device import autocast, configure_backends, device_name, pick_device, resolve_amp, synchronize
+from .device import (
+    DEVICE_CHOICES,
+    autocast,
+    configure_backends,
+    device_name,
+    pick_device,
+    resolve_amp,
+    synchronize,
+)
 from .errors import UserError, run_cli
 from .model import GPT
 from .model_stats import flops_per_token
@@ -70,7 +78,7 @@ class Contender:
     clip: Callable[[torch.nn.Module], object] = lambda model: None
 
 
-def _ours(runner: torch.nn.Module, model: GPT) -> Callable:
+def _ours(runner: torch.nn.Module) -> Callable:
     def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return runner(x, y)[1]
 
@@ -100,10 +108,11 @@ def build(args: argparse.Namespace, device: torch.device) -> tuple[list[Contende
     theirs.config.use_cache = False
     opt_cfg = TrainConfig(lr=args.lr)
     contenders = []
-    for name, model, make_loss in (("ours", ours, _ours), ("transformers", theirs, _theirs)):
+    for name, model in (("ours", ours), ("transformers", theirs)):
         model.train()
         runner = torch.compile(model) if args.compile else model
-        contender = Contender(name, runner, make_loss(runner, model), make_optimizer(model, opt_cfg))
+        loss_of = _ours(runner) if name == "ours" else _theirs(runner, model)
+        contender = Contender(name, runner, loss_of, make_optimizer(model, opt_cfg))
         if name == "ours":  # our training loop's clipping
             contender.clip = lambda m: clip_gradients(m, GRAD_CLIP, device)
         else:  # what transformers' Trainer does
@@ -254,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time a training step of our GPT against transformers' GPT2LMHeadModel (same weights, "
         "same batches, same optimizer), alternating, and print a markdown table and their ratio.",
     )
-    p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="device (default: auto)")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="device (default: auto)")
     p.add_argument("--model", default="tiny", choices=("tiny", "gpt2-124m"), help="model preset (default: tiny)")
     p.add_argument("--n_layer", type=int, help="override the preset's number of layers")
     p.add_argument("--n_head", type=int, help="override the preset's number of heads")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .device import DEVICE_CHOICES
 from .errors import UserError
 
 
@@ -44,6 +45,12 @@ def model_config(preset: str, dropout: float = 0.0) -> GPTConfig:
     if preset not in PRESETS:
         raise UserError(f"unknown model preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     return dataclasses.replace(PRESETS[preset], dropout=dropout)
+
+
+def check_temperature(temperature: float) -> None:
+    """Sampling divides the logits by the temperature: it must be positive (this also refuses NaN)."""
+    if not temperature > 0:
+        raise UserError(f"--temperature must be > 0, got {temperature}")
 
 
 def _opt(default: Any, help: str, **argparse_kwargs: Any) -> Any:
@@ -87,9 +94,7 @@ class TrainConfig:
         choices=("step", "corpus"),
     )
     # hardware
-    device: str = _opt(
-        "auto", "where to train (auto picks cuda, then mps, then cpu)", choices=("auto", "cuda", "mps", "cpu")
-    )
+    device: str = _opt("auto", "where to train (auto picks cuda, then mps, then cpu)", choices=DEVICE_CHOICES)
     amp: str = _opt(
         "auto",
         "mixed precision (auto: bf16 on CUDA GPUs that have it, fp16 on older ones; bf16 on CPUs with native bf16 "
@@ -151,8 +156,7 @@ class TrainConfig:
                 raise UserError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
         if not self.prompt:
             raise UserError("--prompt must not be empty: samples continue a prompt")
-        if not self.temperature > 0:
-            raise UserError(f"--temperature must be > 0, got {self.temperature}")
+        check_temperature(self.temperature)
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other; pass only one")
         for name in ("model", "sampling", "lr_schedule", "stop_on", "device", "amp"):

@@ -11,6 +11,7 @@ import torch
 
 from .errors import UserError
 
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")  # the values of every --device flag
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

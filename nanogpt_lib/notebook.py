@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from .config import TrainConfig
+from .device import pick_device
 from .errors import UserError
 from .report import loss_figure
 
@@ -144,23 +145,25 @@ def show(fig) -> None:
     display(Image(data=figure_png(fig)))
 
 
-def playground(checkpoint_path: str | os.PathLike, prompt: str = "BIANCA:\n", seed: int = 1337) -> str:
+def playground(
+    checkpoint_path: str | os.PathLike, prompt: str = TrainConfig.prompt, seed: int = TrainConfig.seed
+) -> str:
     """Text from a checkpoint: a static sample always, and sliders to play with when run in JupyterLab.
 
-    Widgets are created only in an interactive session, so the saved notebook and its HTML carry the
+    The device is chosen as for training (``--device auto``); temperature and top-k start at the training
+    defaults. Widgets are created only in an interactive session, so the saved notebook and its HTML carry the
     static sample instead of a widget that cannot render without a live kernel.
     """
-    import torch
-
     from .sample import generate_text, load_model
 
     path = Path(checkpoint_path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found: train first (notebook 04), or set checkpoint_path")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device("auto")
     model = load_model(str(path), device)
-    static = generate_text(model, prompt, 120, temperature=0.8, top_k=200, seed=seed)[0]
-    print(f"A sample from {path} (prompt {prompt!r}, temperature 0.8, top_k 200, seed {seed}):\n")
+    temperature, top_k = TrainConfig.temperature, TrainConfig.top_k
+    static = generate_text(model, prompt, 120, temperature=temperature, top_k=top_k, seed=seed)[0]
+    print(f"A sample from {path} (prompt {prompt!r}, temperature {temperature}, top_k {top_k}, seed {seed}):\n")
     print(static)
     if not is_interactive():
         return static
@@ -169,8 +172,8 @@ def playground(checkpoint_path: str | os.PathLike, prompt: str = "BIANCA:\n", se
     from IPython.display import display
 
     prompt_box = widgets.Textarea(value=prompt, description="prompt")
-    temperature = widgets.FloatSlider(value=0.8, min=0.1, max=2.0, step=0.05, description="temperature")
-    top_k = widgets.IntSlider(value=200, min=0, max=1000, step=10, description="top-k (0: off)")
+    temperature_slider = widgets.FloatSlider(value=temperature, min=0.1, max=2.0, step=0.05, description="temperature")
+    top_k_slider = widgets.IntSlider(value=top_k, min=0, max=1000, step=10, description="top-k (0: off)")
     length = widgets.IntSlider(value=120, min=10, max=500, step=10, description="new tokens")
     button = widgets.Button(description="Generate")
     output = widgets.Output()
@@ -178,9 +181,11 @@ def playground(checkpoint_path: str | os.PathLike, prompt: str = "BIANCA:\n", se
     def on_click(_button) -> None:
         with output:
             output.clear_output()
-            text = generate_text(model, prompt_box.value, length.value, temperature.value, top_k.value, seed=seed)
+            text = generate_text(
+                model, prompt_box.value, length.value, temperature_slider.value, top_k_slider.value, seed=seed
+            )
             print(text[0])
 
     button.on_click(on_click)
-    display(widgets.VBox([prompt_box, temperature, top_k, length, button, output]))
+    display(widgets.VBox([prompt_box, temperature_slider, top_k_slider, length, button, output]))
     return static

@@ -12,7 +12,8 @@ import sys
 import torch
 
 from . import checkpoint
-from .device import autocast, pick_device, resolve_amp
+from .config import TrainConfig, check_temperature
+from .device import DEVICE_CHOICES, autocast, pick_device, resolve_amp
 from .errors import UserError, run_cli
 from .model import GPT
 from .tokenizer import decode, encode
@@ -32,8 +33,7 @@ def generate_text(
 
     Uses its own random generator, so sampling during training never disturbs the training RNG.
     """
-    if not temperature > 0:
-        raise UserError(f"temperature must be > 0, got {temperature}")
+    check_temperature(temperature)
     ids = encode(prompt)
     if not ids:
         raise UserError("the prompt is empty; give at least one character")
@@ -59,26 +59,43 @@ def load_model(path: str, device: torch.device) -> GPT:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The sampling flags, with the defaults that training uses for its samples (``TrainConfig``)."""
     parser = argparse.ArgumentParser(
         prog="python -m nanogpt_lib.sample",
         description="Generate text from a trained checkpoint. Only the generated text goes to stdout.",
     )
     parser.add_argument("--checkpoint", required=True, help="path to best.pt or last.pt of a run")
     parser.add_argument(
-        "--prompt", default="BIANCA:\\n", help="text to continue; \\n stands for a newline (default: BIANCA:\\n)"
+        "--prompt",
+        default=TrainConfig.prompt.replace("\n", "\\n"),  # as typed on a command line
+        help="text to continue; \\n stands for a newline (default: %(default)s)",
     )
-    parser.add_argument("--max_new_tokens", type=int, default=200, help="tokens to generate (default: 200)")
     parser.add_argument(
-        "--top_k", type=int, default=200, help="sample from the k most likely tokens; 0 disables (default: 200)"
+        "--max_new_tokens",
+        type=int,
+        default=TrainConfig.max_new_tokens,
+        help="tokens to generate (default: %(default)s)",
     )
-    parser.add_argument("--temperature", type=float, default=0.8, help="> 0; lower is more conservative (default: 0.8)")
     parser.add_argument(
-        "--seed", type=int, default=1337, help="random seed: the same seed gives the same text (default: 1337)"
+        "--top_k",
+        type=int,
+        default=TrainConfig.top_k,
+        help="sample from the k most likely tokens; 0 disables (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=TrainConfig.temperature,
+        help="> 0; lower is more conservative (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=TrainConfig.seed,
+        help="random seed: the same seed gives the same text (default: %(default)s)",
     )
     parser.add_argument("--num_samples", type=int, default=1, help="number of continuations (default: 1)")
-    parser.add_argument(
-        "--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="where to run (default: auto)"
-    )
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where to run (default: auto)")
     return parser
 
 
@@ -88,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--max_new_tokens and --num_samples must be positive integers")
     if args.top_k < 0:
         raise UserError(f"--top_k must be >= 0, got {args.top_k}")
-    if not args.temperature > 0:
-        raise UserError(f"--temperature must be > 0, got {args.temperature}")
+    check_temperature(args.temperature)
     device = pick_device(args.device)
     model = load_model(args.checkpoint, device)
     print(f"loaded {args.checkpoint} ({model.num_params():,} parameters) on {device}", file=sys.stderr)

@@ -29,7 +29,7 @@ import torch
 from .atomic import atomic_write
 from .config import TrainConfig, load_options, model_config
 from .data import Batches
-from .device import configure_backends, device_name, pick_device, resolve_amp, synchronize
+from .device import DEVICE_CHOICES, configure_backends, device_name, pick_device, resolve_amp, synchronize
 from .errors import UserError, run_cli
 from .evaluate import corpus_loss
 from .model import GPT
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train and evaluate on the first N characters of input_file only (cut at a line end): a slice that the "
         "model memorises in minutes, to compare recipes quickly",
     )
-    p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="device (default: auto)")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="device (default: auto)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model once for all trials")
     p.add_argument(
         "--resume",

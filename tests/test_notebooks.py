@@ -156,12 +156,68 @@ def test_html_export_renders_in_a_browser(executed) -> None:
     assert "Training complete." in dom
 
 
-def test_training_notebook_parameters_cell_holds_every_option() -> None:
+# Where the training notebooks' parameters cells deliberately differ from the TrainConfig defaults (and from
+# LiveProgress's for the notebook-only parameters). Any other value must be the default, so that a default changed
+# in config.py cannot leave a notebook training with the old one.
+PARAMETER_DIFFERENCES: dict[str, dict[str, object]] = {
+    "03_sanity_run": {
+        # the reference sanity run (make sanity): 200 short steps of the 124M model, in a run directory of its own
+        "out_dir": "out/sanity_notebook",
+        "steps": 200,
+        "batch_size": 4,
+        "seq_len": 128,
+        "grad_accum": 1,
+        "log_every": 10,
+        "save_every": 100,
+        "sample_every": 100,
+        "max_new_tokens": 60,  # short samples: they only show that text comes out
+        "overwrite": True,  # re-running the notebook starts the sanity run afresh
+        "live_every_s": 10.0,  # a run of minutes: the plot is redrawn more often
+    },
+    "04_full_training": {
+        "out_dir": "out/full",  # the run directory of make train and make overnight
+        "resume": True,  # re-running the notebook continues the run
+    },
+}
+# Notebook 04 shows every option; notebook 03 only those the sanity run changes, plus a few a reader may edit.
+LISTS_EVERY_OPTION = {"03_sanity_run": False, "04_full_training": True}
+
+
+def parameters_cell(name: str) -> dict[str, object]:
+    """The assignments of a notebook's parameters cell, each a literal (anything else fails the test)."""
+    import ast
+
+    nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text(encoding="utf-8"))
+    source = "".join(next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))["source"])
+    values: dict[str, object] = {}
+    for statement in ast.parse(source).body:
+        assert isinstance(statement, ast.Assign) and len(statement.targets) == 1, ast.unparse(statement)
+        target = statement.targets[0]
+        assert isinstance(target, ast.Name) and target.id not in values, ast.unparse(statement)
+        values[target.id] = ast.literal_eval(statement.value)
+    return values
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETER_DIFFERENCES))
+def test_training_notebook_parameters_match_the_defaults(name: str) -> None:
     import dataclasses
+    import inspect
 
     from nanogpt_lib.config import TrainConfig
+    from nanogpt_lib.notebook import NOTEBOOK_ONLY_PARAMETERS, LiveProgress
 
-    nb = json.loads((NOTEBOOKS / "04_full_training.ipynb").read_text(encoding="utf-8"))
-    source = "".join(next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))["source"])
-    names = {line.split("=")[0].strip() for line in source.splitlines() if "=" in line and not line.startswith("#")}
-    assert {f.name for f in dataclasses.fields(TrainConfig)} <= names
+    live = inspect.signature(LiveProgress).parameters
+    notebook_only = {"progress_bar": live["progress_bar"].default, "live_every_s": live["every_s"].default}
+    assert set(notebook_only) == NOTEBOOK_ONLY_PARAMETERS
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)} | notebook_only
+    differences = PARAMETER_DIFFERENCES[name]
+    assert set(differences) <= set(defaults), f"not an option: {sorted(set(differences) - set(defaults))}"
+    assert not [k for k, v in differences.items() if v == defaults[k]], "a listed difference is the default now"
+
+    cell = parameters_cell(name)
+    assert set(cell) <= set(defaults), f"{name}: unknown parameters {sorted(set(cell) - set(defaults))}"
+    required = set(defaults) if LISTS_EVERY_OPTION[name] else set(differences)
+    assert required <= set(cell), f"{name}: missing parameters {sorted(required - set(cell))}"
+    expected = {k: differences.get(k, defaults[k]) for k in cell}
+    drift = {k: (v, expected[k]) for k, v in cell.items() if (type(v), v) != (type(expected[k]), expected[k])}
+    assert not drift, f"{name}: parameters cell values (notebook, expected) that are not the defaults: {drift}"
