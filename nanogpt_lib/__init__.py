@@ -1,12 +1,15 @@
 """nanogpt_lib: train a GPT-2 style model from scratch on tiny-shakespeare, and prove it.
 
-Modules, each with one job, in reading order: config (options), tokenizer (GPT-2 BPE), data (batches),
-model (GPT), device (hardware and precision), train (the loop and its CLI), evaluate (full-corpus loss),
-sample (generation and its CLI), checkpoint (atomic save/load), checkpoint_writer (saving in the background),
-atomic (atomic file writes), runlog (run-directory text files), interrupts (Ctrl-C and SIGTERM), errors (one-line
-errors), download (the course file), report (README and results/ from a run directory), notebook (notebook
-helpers), corpus_stats and model_stats (figures the notebooks show), hf_compat (weights to and from transformers),
-bench (speed against transformers), sweep (recipe trials).
+Modules by role, each with one job, in reading order.
+The training core: config (options), tokenizer (GPT-2 BPE), data (batches), model (GPT), device (hardware and
+precision), train (the step, the Trainer loop and its CLI), loop_state (the loop's resumable progress), stop_rules
+(when to measure the full-corpus loss and when to stop), evaluate (full-corpus loss), distributed (several
+processes under torchrun), rundir (the run directory's layout), runlog (its text files, each writer beside its
+reader), checkpoint and checkpoint_writer (atomic saves, in the background), atomic (atomic file writes),
+interrupts (Ctrl-C and SIGTERM), errors (one-line errors).
+The course helpers: sample (generation and its CLI), report (README and results/ from a run directory), notebook
+(notebook helpers), corpus_stats and model_stats (figures the notebooks show), download (the course file).
+The tools: bench (speed against transformers), sweep (recipe trials), hf_compat (weights to and from transformers).
 """
 
 import os

@@ -13,7 +13,6 @@ without the markers, or a run directory without metrics, is an error that leaves
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -25,16 +24,8 @@ from typing import Any
 
 from .atomic import atomic_write
 from .errors import UserError, run_cli
-from .runlog import SAMPLE_SEPARATOR
+from .rundir import RunDir
 
-BLOCKS = ("SUMMARY", "PLOT", "METRICS", "LOGS", "SAMPLES")
-EVIDENCE = {  # file in the run directory -> name in results/
-    "logs/train_metrics.csv": "train_metrics.csv",
-    "logs/train.log": "train.log",
-    "samples/samples.txt": "samples.txt",
-    "summary.json": "summary.json",
-    "run_config.json": "run_config.json",
-}
 PLOT_NAME = "loss_curve.png"
 
 # Runs of the same task by others, from their own logs: what this project's run is compared with in the README.
@@ -49,7 +40,6 @@ OTHER_RUNS = (
     ("Peer, warm-up + cosine", "not stated", "not stated", "32K", "522", "17.1M", "not stated", "step loss"),
     ("Peer, largest batch", "not stated", "not stated", "131K", "~205", "27M", "not stated", "step loss"),
 )  # fmt: skip
-_SAMPLE_HEADER = re.compile(r"^STEP: (\d+) \(sample (\d+)/(\d+)")
 
 
 @dataclass
@@ -70,10 +60,6 @@ class Run:
         )
 
 
-def _number(text: str) -> float | None:
-    return float(text) if text not in ("", None) else None
-
-
 RUN_PLACES = ("out_sanity", "out/*")  # where the Makefile and the notebooks put runs
 
 
@@ -81,67 +67,26 @@ def find_run(out_dir: str | os.PathLike | None) -> Path:
     """``out_dir`` itself, or (when None) the run directory under RUN_PLACES that trained most recently."""
     if out_dir is not None:
         return Path(out_dir)
-    runs = [metrics.parent.parent for place in RUN_PLACES for metrics in Path().glob(f"{place}/logs/train_metrics.csv")]
+    runs = [RunDir(path) for place in RUN_PLACES for path in Path().glob(place)]
+    runs = [run for run in runs if run.metrics.is_file()]
     if not runs:
         raise UserError(
             "no run found in out_sanity/ or out/: train one first (notebook 03 or 04, or make sanity), "
             "or set out_dir to its run directory"
         )
-    return max(runs, key=lambda run: (run / "logs" / "train_metrics.csv").stat().st_mtime)
+    return max(runs, key=lambda run: run.metrics.stat().st_mtime).root
 
 
 def load_run(out_dir: str | os.PathLike) -> Run:
-    out = Path(out_dir)
-    if not out.is_dir():
-        raise UserError(f"run directory {out} not found")
-    metrics_path = out / "logs" / "train_metrics.csv"
-    if not metrics_path.is_file():
-        raise UserError(f"run directory {out} has no metrics ({metrics_path} is missing): has it trained yet?")
-    rows = []
-    with open(metrics_path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                parsed = {k: _number(v) for k, v in row.items() if k is not None}
-            except ValueError:
-                continue  # the half-written last row of a killed run
-            if parsed.get("step") is not None and parsed.get("loss") is not None:
-                rows.append(parsed)
-    if not rows:
-        raise UserError(f"{metrics_path} holds no rows yet: nothing to report")
-    run = Run(out_dir=out, metrics=rows)
-    for name, attr in (("summary.json", "summary"), ("run_config.json", "config")):
-        path = out / name
-        if path.is_file():
-            try:
-                setattr(run, attr, json.loads(path.read_text(encoding="utf-8")))
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
-    log = out / "logs" / "train.log"
-    if log.is_file():
-        run.log_lines = log.read_text(encoding="utf-8").splitlines()
-    samples = out / "samples" / "samples.txt"
-    if samples.is_file():
-        run.samples = parse_samples(samples.read_text(encoding="utf-8"))
-    return run
-
-
-def parse_samples(text: str) -> list[dict[str, Any]]:
-    """The STEP / PROMPT / OUTPUT blocks of samples.txt as dicts (step, prompt, output)."""
-    samples = []
-    for block in text.split(SAMPLE_SEPARATOR + "\n"):
-        header, _, rest = block.partition("\n")
-        match = _SAMPLE_HEADER.match(header)
-        if not match or "OUTPUT:\n" not in rest:
-            continue
-        prompt, _, output = rest.partition("OUTPUT:\n")
-        samples.append(
-            {
-                "step": int(match.group(1)),
-                "prompt": prompt.removeprefix("PROMPT:\n").removesuffix("\n"),
-                "output": output.removesuffix("\n"),
-            }
-        )
-    return samples
+    run_dir = RunDir(out_dir)
+    return Run(
+        out_dir=run_dir.root,
+        metrics=run_dir.read_metrics(),
+        summary=run_dir.read_summary(),
+        config=run_dir.read_run_config(),
+        log_lines=run_dir.read_log_lines(),
+        samples=run_dir.read_samples(),
+    )
 
 
 # ---------------------------------------------------------------------- the pieces
@@ -297,11 +242,17 @@ def metrics_block(run: Run, results_rel: str, max_rows: int = 12) -> str:
     return "\n".join(lines) + f"\n\n{len(run.metrics):,} rows in all: `{results_rel}/train_metrics.csv`."
 
 
-def logs_block(run: Run, head: int = 4, tail: int = 12) -> str:
+def log_excerpt(run: Run, head: int = 4, tail: int = 12) -> str:
+    """The first and last lines of train.log, with a count of those left out ("" without a log)."""
     lines = run.log_lines
     if len(lines) > head + tail:
         lines = [*lines[:head], f"... ({len(lines) - head - tail:,} lines) ...", *lines[-tail:]]
-    return "```text\n" + "\n".join(lines) + "\n```" if lines else "*No train.log in the run directory.*"
+    return "\n".join(lines)
+
+
+def logs_block(run: Run) -> str:
+    excerpt = log_excerpt(run)
+    return f"```text\n{excerpt}\n```" if excerpt else "*No train.log in the run directory.*"
 
 
 def samples_block(run: Run) -> str:
@@ -341,16 +292,6 @@ def replace_blocks(text: str, blocks: dict[str, str]) -> str:
         after = rest.split(end, 1)[1]
         text = f"{before}{start}\n{content.strip()}\n{end}{after}"
     return text
-
-
-def evidence_files(run: Run) -> dict[Path, str]:
-    """Files of the run directory to copy into results/<run name>/, with their names there."""
-    files = {run.out_dir / src: name for src, name in EVIDENCE.items() if (run.out_dir / src).is_file()}
-    for notebook in sorted(run.out_dir.glob("*.ipynb")):  # the executed notebooks (papermill's output)
-        files[notebook] = notebook.name
-    for page in sorted((run.out_dir / "html").glob("*.html")):  # and their HTML (make html)
-        files[page] = page.name
-    return files
 
 
 def copy_evidence(src: Path, dst: Path) -> None:
@@ -403,9 +344,10 @@ def write_report(
         )
     try:
         results.mkdir(parents=True, exist_ok=True)
-        plot_loss_curve(run, run.out_dir / "logs" / PLOT_NAME)
-        shutil.copyfile(run.out_dir / "logs" / PLOT_NAME, results / PLOT_NAME)
-        for src, target in evidence_files(run).items():
+        run_dir = RunDir(run.out_dir)
+        plot_loss_curve(run, run_dir.loss_curve)
+        shutil.copyfile(run_dir.loss_curve, results / PLOT_NAME)
+        for src, target in run_dir.evidence().items():
             copy_evidence(src, results / target)
         if new != old:
             atomic_write(readme, lambda fh: fh.write(new.encode("utf-8")))

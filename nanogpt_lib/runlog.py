@@ -1,7 +1,8 @@
-"""Writers for the text files of a run directory: train.log, train_metrics.csv, samples.txt, JSON files.
+"""The text files of a run directory, each writer beside its reader: train.log, train_metrics.csv, samples.txt,
+JSON files. ``rundir.RunDir`` says where each one lives.
 
 Every line and row is flushed as soon as it is written, so a run killed at any moment leaves readable
-files; JSON files are replaced atomically.
+files; JSON files are replaced atomically. The readers skip what a killed run left half-written.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ METRICS_COLUMNS = (
     "corpus_loss",
 )
 SAMPLE_SEPARATOR = "-" * 72
+_SAMPLE_HEADER = re.compile(r"^STEP: (\d+) \(sample (\d+)/(\d+)")
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
@@ -36,6 +39,11 @@ def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_log_lines(path: Path) -> list[str]:
+    """The lines of train.log (none if it does not exist)."""
+    return path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
 
 
 class TextLog:
@@ -92,6 +100,20 @@ class MetricsCSV:
         self.fh.close()
 
 
+def read_metrics(path: Path) -> list[dict[str, float | None]]:
+    """The rows of train_metrics.csv with a step and a loss, as numbers (an empty cell is None)."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                parsed = {k: float(v) if v not in ("", None) else None for k, v in row.items() if k is not None}
+            except ValueError:
+                continue  # the half-written last row of a killed run
+            if parsed.get("step") is not None and parsed.get("loss") is not None:
+                rows.append(parsed)
+    return rows
+
+
 def _rows_to_csv(rows: list[dict[str, str]]) -> str:
     buf = io.StringIO(newline="")
     writer = csv.DictWriter(buf, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
@@ -129,3 +151,27 @@ def append_samples(path: Path, step: int, prompt: str, outputs: list[str], tempe
             fh.write(f"OUTPUT:\n{text}\n")
             fh.write(SAMPLE_SEPARATOR + "\n")
         fh.flush()
+
+
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    """The STEP / PROMPT / OUTPUT blocks of samples.txt as dicts (step, prompt, output); none without the file."""
+    return parse_samples(path.read_text(encoding="utf-8")) if path.is_file() else []
+
+
+def parse_samples(text: str) -> list[dict[str, Any]]:
+    """The STEP / PROMPT / OUTPUT blocks of a samples.txt text as dicts (step, prompt, output)."""
+    samples = []
+    for block in text.split(SAMPLE_SEPARATOR + "\n"):
+        header, _, rest = block.partition("\n")
+        match = _SAMPLE_HEADER.match(header)
+        if not match or "OUTPUT:\n" not in rest:
+            continue
+        prompt, _, output = rest.partition("OUTPUT:\n")
+        samples.append(
+            {
+                "step": int(match.group(1)),
+                "prompt": prompt.removeprefix("PROMPT:\n").removesuffix("\n"),
+                "output": output.removesuffix("\n"),
+            }
+        )
+    return samples

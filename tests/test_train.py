@@ -216,23 +216,3 @@ def test_clip_gradients_equals_clip_grad_norm(scale: float) -> None:
     expected = torch.nn.utils.clip_grad_norm_(a.parameters(), 1.0)
     assert torch.equal(clip_gradients(b, 1.0, torch.device("cpu")), expected)
     assert all(torch.equal(p.grad, q.grad) for p, q in zip(a.parameters(), b.parameters(), strict=True))
-
-
-@pytest.mark.parametrize(
-    ("losses", "offset", "since", "runs"),
-    [
-        ([0.2, 0.2], 0.0, 10, False),  # far from the target
-        ([0.09, 0.09], 0.0, 2, True),  # the mean is at the target
-        ([0.05, 0.05], 0.08, 2, False),  # the last pass fell 0.08 above the mean: not yet
-        ([0.05, 0.05], 0.08, 20, True),  # ... but an old offset does not hold the pass off for ever
-        ([0.15, 0.15], -0.06, 2, True),  # a pass below the mean lets it run earlier
-    ],
-)
-def test_full_corpus_pass_trigger(losses: list[float], offset: float, since: int, runs: bool) -> None:
-    from types import SimpleNamespace
-
-    from nanogpt_lib.train import Trainer
-
-    state = SimpleNamespace(cfg=TrainConfig(log_every=2), recent_losses=losses, corpus_offset=offset,
-                            step=100, last_eval_step=100 - since)  # fmt: skip
-    assert (Trainer._corpus_loss_is_near(state) is not None) == runs

@@ -1,0 +1,78 @@
+"""The training loop's progress, as one type: what ``last.pt`` carries (its ``loop`` entry) for an exact resume."""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# Seconds (and the token count behind tokens/s) that the summary reports, summed over every session of a run.
+TIMERS = ("elapsed_s", "train_s", "train_tokens", "warmup_s", "checkpoint_s", "sample_s", "eval_s", "lost_s")
+
+
+@dataclass
+class LoopState:
+    """Where the loop stands: the step, the losses that the stop rules and best.pt look at, and the timers."""
+
+    step: int = 0
+    best_step_loss: float = math.inf  # the lowest single step loss, and its step
+    best_step: int = 0
+    best_saved_loss: float = math.inf  # the loss best.pt was saved with
+    recent_losses: collections.deque[float] = field(default_factory=collections.deque)  # the last log_every steps
+    target_step: int | None = None  # the first step whose loss was at the target, and that loss
+    target_step_loss: float | None = None
+    last_eval_step: int = 0  # the step of the last full-corpus pass
+    corpus_offset: float = 0.0  # full-corpus loss minus the mean of recent_losses, at that pass
+    timers: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TIMERS, 0.0))
+
+    @classmethod
+    def fresh(cls, window: int) -> LoopState:
+        """The state before step 1, keeping the losses of the last ``window`` steps."""
+        return cls(recent_losses=collections.deque(maxlen=window))
+
+    @classmethod
+    def from_dict(cls, loop: dict[str, Any], window: int) -> LoopState:
+        """The state saved by ``to_dict`` (checkpoints from before the full-corpus pass rule lack its two keys)."""
+        state = cls.fresh(window)
+        state.step = int(loop["step"])
+        state.best_step_loss, state.best_step = float(loop["best_step_loss"]), int(loop["best_step"])
+        state.best_saved_loss = float(loop["best_saved_loss"])
+        state.recent_losses.extend(float(x) for x in loop["recent_losses"])
+        state.target_step, state.target_step_loss = loop.get("target_step"), loop.get("target_step_loss")
+        state.last_eval_step = int(loop.get("last_eval_step", 0))
+        state.corpus_offset = float(loop.get("corpus_offset", 0.0))
+        state.timers.update({k: float(v) for k, v in loop["timers"].items()})
+        return state
+
+    def to_dict(self, elapsed_s: float) -> dict[str, Any]:
+        """The ``loop`` entry of last.pt, with the wall time so far."""
+        return {
+            "step": self.step,
+            "best_step_loss": self.best_step_loss,
+            "best_step": self.best_step,
+            "best_saved_loss": self.best_saved_loss,
+            "recent_losses": list(self.recent_losses),
+            "target_step": self.target_step,
+            "target_step_loss": self.target_step_loss,
+            "last_eval_step": self.last_eval_step,
+            "corpus_offset": self.corpus_offset,
+            "timers": {**self.timers, "elapsed_s": elapsed_s},
+        }
+
+    @property
+    def recent_mean(self) -> float:
+        return sum(self.recent_losses) / max(1, len(self.recent_losses))
+
+    def record(self, loss: float, target: float) -> None:
+        """Take in the loss of the step just done (``self.step``)."""
+        self.recent_losses.append(loss)
+        if loss < self.best_step_loss:
+            self.best_step_loss, self.best_step = loss, self.step
+        if loss <= target and self.target_step is None:
+            self.target_step, self.target_step_loss = self.step, loss
+
+    def record_corpus_loss(self, loss: float) -> None:
+        """Take in a full-corpus loss measured after ``self.step``."""
+        self.last_eval_step = self.step
+        self.corpus_offset = loss - self.recent_mean

@@ -1,0 +1,74 @@
+"""The stop rules and the loop state on their own: pure functions of options and state, no training."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from nanogpt_lib import stop_rules
+from nanogpt_lib.config import TrainConfig
+from nanogpt_lib.loop_state import LoopState
+
+
+def state_at(step: int, losses: list[float], offset: float = 0.0, last_eval_step: int = 0) -> LoopState:
+    state = LoopState.fresh(window=len(losses))
+    state.step, state.corpus_offset, state.last_eval_step = step, offset, last_eval_step
+    state.recent_losses.extend(losses)
+    return state
+
+
+@pytest.mark.parametrize(
+    ("losses", "offset", "since", "runs"),
+    [
+        ([0.2, 0.2], 0.0, 10, False),  # far from the target
+        ([0.09, 0.09], 0.0, 2, True),  # the mean is at the target
+        ([0.09, 0.09], 0.0, 1, False),  # but at most one pass per log window
+        ([0.05, 0.05], 0.08, 2, False),  # the last pass fell 0.08 above the mean: not yet
+        ([0.05, 0.05], 0.08, 20, True),  # ... but an old offset does not hold the pass off for ever
+        ([0.15, 0.15], -0.06, 2, True),  # a pass below the mean lets it run earlier
+    ],
+)
+def test_near_target_pass(losses: list[float], offset: float, since: int, runs: bool) -> None:
+    state = state_at(100, losses, offset, last_eval_step=100 - since)
+    assert (stop_rules.near_target_pass(state, target=0.099999, log_every=2) is not None) == runs
+
+
+def test_corpus_pass_reason_follows_the_options() -> None:
+    at_target = state_at(100, [0.05, 0.05])
+    assert stop_rules.corpus_pass_reason(TrainConfig(log_every=2, stop_on="step"), at_target) is None
+    assert "predicts" in stop_rules.corpus_pass_reason(TrainConfig(log_every=2, stop_on="corpus"), at_target)
+    far = state_at(100, [5.0, 5.0])
+    assert "--eval_every" in stop_rules.corpus_pass_reason(TrainConfig(log_every=2, eval_every=50), far)
+    assert stop_rules.corpus_pass_reason(TrainConfig(log_every=2, eval_every=30), far) is None
+
+
+def test_stopped_by() -> None:
+    assert stop_rules.stopped_by("step", 0.1, 0.09, None) == "step"
+    assert stop_rules.stopped_by("step", 0.1, 0.11, 0.05) is None  # a full-corpus loss does not stop --stop_on step
+    assert stop_rules.stopped_by("corpus", 0.1, 0.01, None) is None  # one low step is not enough
+    assert stop_rules.stopped_by("corpus", 0.1, 0.5, 0.1) == "corpus"
+
+
+def test_loop_state_records_and_round_trips() -> None:
+    state = LoopState.fresh(window=3)
+    for step, loss in enumerate([3.0, 0.08, 0.5, 0.07], start=1):
+        state.step = step
+        state.record(loss, target=0.1)
+    assert list(state.recent_losses) == [0.08, 0.5, 0.07]  # the last `window` steps
+    assert (state.best_step, state.best_step_loss) == (4, 0.07)
+    assert (state.target_step, state.target_step_loss) == (2, 0.08)  # the first step at the target
+    state.record_corpus_loss(0.25)
+    assert state.last_eval_step == 4 and math.isclose(state.corpus_offset, 0.25 - (0.08 + 0.5 + 0.07) / 3)
+    saved = state.to_dict(elapsed_s=12.5)
+    assert set(saved) == {"step", "best_step_loss", "best_step", "best_saved_loss", "recent_losses", "target_step",
+                          "target_step_loss", "last_eval_step", "corpus_offset", "timers"}  # fmt: skip
+    again = LoopState.from_dict(saved, window=3)
+    assert again.to_dict(elapsed_s=12.5) == saved and again.timers["elapsed_s"] == 12.5
+
+
+def test_loop_state_reads_checkpoints_from_before_the_full_corpus_rule() -> None:
+    saved = LoopState.fresh(window=2).to_dict(elapsed_s=1.0)
+    del saved["last_eval_step"], saved["corpus_offset"]
+    state = LoopState.from_dict(saved, window=2)
+    assert state.last_eval_step == 0 and state.corpus_offset == 0.0
