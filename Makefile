@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 RUN_DIR ?= out/full
 KERNEL ?= nanogpt-course
 PARAMS ?=
+NPROC ?= 1
+# NPROC > 1: data-parallel over NPROC processes (GPUs) through torchrun; --batch_size is per process
+TRAIN := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC),$(PY)) -m nanogpt_lib.train
 export PYTHONPATH :=
 
 .PHONY: help setup setup-dev data sanity train kernel lab overnight report html test lint
@@ -35,8 +38,8 @@ sanity: setup data/input.txt  ## set up, then the reference sanity run (200 step
 	$(PY) -m nanogpt_lib.train --input_file data/input.txt --out_dir out_sanity --steps 200 --batch_size 4 \
 		--seq_len 128 --grad_accum 1 --lr 3e-4 --log_every 10 --save_every 100 --sample_every 100 --overwrite
 
-train: setup data/input.txt  ## set up, then the reference full run into $(RUN_DIR) (re-running resumes)
-	$(PY) -m nanogpt_lib.train --input_file data/input.txt --out_dir $(RUN_DIR) --steps 200000 --batch_size 8 \
+train: setup data/input.txt  ## set up, then the reference full run into $(RUN_DIR) (re-running resumes; NPROC=N GPUs)
+	$(TRAIN) --input_file data/input.txt --out_dir $(RUN_DIR) --steps 200000 --batch_size 8 \
 		--seq_len 256 --grad_accum 4 --lr 3e-4 --log_every 50 --save_every 2000 --sample_every 2000 --resume
 
 kernel: setup  ## register .venv as the Jupyter kernel "nanogpt-course" (for JupyterLab and papermill)

@@ -12,6 +12,11 @@ to place them (``--sampling``):
 Offsets come from a seeded generator whose state goes into the checkpoint (with the current pass, for
 ``epoch``), so a resumed run draws exactly the batches the uninterrupted run would have drawn.
 
+Under torchrun every process holds the same generator and draws the windows of the whole step's batch
+(``batch_size`` × the number of processes), then keeps its own consecutive share: the processes see disjoint
+windows (and disjoint shares of each pass), and together exactly the batch one process would draw at
+``batch_size`` × their number.
+
 Evaluation uses a deterministic pass instead: the stream cut into consecutive windows, so that every
 token after the first is predicted exactly once.
 """
@@ -39,6 +44,8 @@ class Batches:
         device: torch.device | str,
         seed: int,
         sampling: str = "random",
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if sampling not in SAMPLINGS:
             raise UserError(f"--sampling must be one of {', '.join(SAMPLINGS)}; got {sampling!r}")
@@ -48,6 +55,7 @@ class Batches:
                 f"use a longer file or a smaller --seq_len"
             )
         self.batch_size = batch_size
+        self.rank, self.world_size = rank, world_size
         self.seq_len = seq_len
         self.device = torch.device(device)
         self.num_tokens = len(tokens)
@@ -62,12 +70,14 @@ class Batches:
         self.pass_position = 0  # how many of them were drawn
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        count = self.batch_size * self.world_size  # the windows of all processes; this one keeps its share
         if self.sampling == "random":
-            starts = torch.randint(self.num_tokens - self.seq_len, (self.batch_size,), generator=self.generator)
+            starts = torch.randint(self.num_tokens - self.seq_len, (count,), generator=self.generator)
         else:
-            starts = self._epoch_starts(self.batch_size)
+            starts = self._epoch_starts(count)
+        starts = starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
         windows = self.tokens[starts.to(self.device, non_blocking=True)[:, None] + self.offsets]  # (B, T+1)
-        self.tokens_seen += self.batch_size * self.seq_len
+        self.tokens_seen += count * self.seq_len  # by all processes
         return windows[:, :-1], windows[:, 1:]
 
     def _epoch_starts(self, count: int) -> torch.Tensor:
@@ -99,12 +109,29 @@ class Batches:
             "passes": self.passes,
             "pass_starts": self.pass_starts.clone(),
             "pass_position": self.pass_position,
+            "seq_len": self.seq_len,
+            "num_tokens": self.num_tokens,
+            "world_size": self.world_size,
         }
 
     def load_state_dict(self, state: dict) -> None:
         sampling = state.get("sampling", "random")
         if sampling != self.sampling:
             raise UserError(f"the checkpoint was trained with --sampling {sampling}; resume with the same --sampling")
+        world_size = int(state.get("world_size", 1))
+        if world_size != self.world_size:
+            raise UserError(
+                f"the checkpoint was trained by {world_size} process(es) and this run has {self.world_size}: resume "
+                f"with the same torchrun --nproc_per_node (each process's share of the batches depends on it)"
+            )
+        if sampling == "epoch":  # the pass in progress is a list of window starts into this corpus at this length
+            if int(state.get("seq_len", self.seq_len)) != self.seq_len:
+                raise UserError(f"the checkpoint was trained with --seq_len {state['seq_len']}; resume with it")
+            if int(state.get("num_tokens", self.num_tokens)) != self.num_tokens:
+                raise UserError(
+                    f"the checkpoint was trained on a corpus of {state['num_tokens']:,} tokens and this input has "
+                    f"{self.num_tokens:,}: resume with the same --input_file"
+                )
         self.generator.set_state(state["generator"])
         self.tokens_seen = int(state["tokens_seen"])
         self.passes = int(state.get("passes", 0))

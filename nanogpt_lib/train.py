@@ -13,13 +13,13 @@ metrics row, ``on_sample(step, texts)``, ``on_end(summary)``.
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import dataclasses
 import datetime as dt
 import math
 import platform
 import shlex
-import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
-from . import checkpoint, runlog
+from . import checkpoint, distributed, runlog, stop_rules
 from .checkpoint_writer import CheckpointWriter
 from .config import TrainConfig, model_config, parse_train_args
 from .data import Batches
@@ -38,13 +39,13 @@ from .device import amp_decision, autocast, configure_backends, device_name, pic
 from .errors import UserError, run_cli
 from .evaluate import corpus_loss
 from .interrupts import StopRequests
+from .loop_state import LoopState
 from .model import GPT
+from .rundir import RunDir
 from .sample import generate_text
 from .tokenizer import encode_file, get_tokenizer
 
 EVENTS = ("on_start", "on_message", "on_log", "on_sample", "on_end")
-RUN_FILES = ("logs", "samples", "checkpoints", "summary.json", "run_config.json")
-RECHECK_WINDOWS = 10  # with --stop_on corpus: a full-corpus pass at least every 10 log windows at the target
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -82,19 +83,22 @@ def accumulate_gradients(
     amp: str,
     scaler: torch.amp.GradScaler,
     grad_accum: int,
+    no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> torch.Tensor:
     """Forward and backward over ``grad_accum`` micro-batches; returns their mean loss (a device tensor).
 
     Each micro-batch's loss is divided by ``grad_accum`` before backward, so the summed gradients equal
-    those of one batch ``grad_accum`` times larger. No host-device sync happens here.
+    those of one batch ``grad_accum`` times larger. No host-device sync happens here. Under DDP, ``no_sync``
+    (the wrapper's) keeps the processes from averaging gradients before the last micro-batch.
     """
     loss_sum = torch.zeros((), device=device)
-    for _ in range(grad_accum):
+    for i in range(grad_accum):
         x, y = micro_batches()
-        with autocast(device, amp):
-            _, loss = model(x, y)
-        loss_sum += loss.detach().float()
-        scaler.scale(loss / grad_accum).backward()
+        with no_sync() if i < grad_accum - 1 else contextlib.nullcontext():
+            with autocast(device, amp):
+                _, loss = model(x, y)
+            loss_sum += loss.detach().float()
+            scaler.scale(loss / grad_accum).backward()
     return loss_sum / grad_accum
 
 
@@ -122,16 +126,17 @@ def training_step(
     step: int,
     device: torch.device,
     amp: str,
+    no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
     """One optimizer step (1-based ``step``): its learning rate, accumulated gradients, clipping, the update.
 
-    ``model`` runs the forward pass (it may be the compiled wrapper of ``raw_model``). Returns the step's mean
-    loss and gradient norm as device tensors (no host-device sync here) and the learning rate used.
+    ``model`` runs the forward pass (it may be the compiled or DDP wrapper of ``raw_model``). Returns the step's
+    mean loss and gradient norm as device tensors (no host-device sync here) and the learning rate used.
     """
     lr = lr_at(step, cfg)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    loss = accumulate_gradients(model, next_batch, device, amp, scaler, cfg.grad_accum)
+    loss = accumulate_gradients(model, next_batch, device, amp, scaler, cfg.grad_accum, no_sync)
     grad_norm = None
     if cfg.grad_clip > 0:
         scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
@@ -178,13 +183,144 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def check_resume_model(ckpt: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
+    """Refuse to resume a checkpoint whose model has another shape than ``--model`` (dropout may differ)."""
+    saved = checkpoint.model_config_of(ckpt, path)
+    wanted = model_config(cfg.model, cfg.dropout)
+    if dataclasses.replace(saved, dropout=0.0) != dataclasses.replace(wanted, dropout=0.0):
+        raise UserError(
+            f"{path} holds a model of another shape ({saved}) than --model {cfg.model} ({wanted}); "
+            f"pass the --model it was trained with, or another --out_dir"
+        )
+
+
+def out_of_memory_advice(cfg: TrainConfig, step: int) -> str:
+    """One line for a GPU out of memory: half the batch, twice the accumulation (the same tokens per step)."""
+    if cfg.batch_size > 1:
+        fix = (
+            f"--batch_size {cfg.batch_size // 2} --grad_accum {cfg.grad_accum * 2} "
+            f"({(cfg.batch_size // 2) * cfg.seq_len * cfg.grad_accum * 2:,} tokens per step"
+            f"{', the same' if cfg.batch_size % 2 == 0 else ''})"
+        )
+    else:
+        fix = "a smaller --seq_len (batch_size is already 1)"
+    return (
+        f"out of GPU memory after step {step} with --batch_size {cfg.batch_size} x --seq_len {cfg.seq_len}; "
+        f"try {fix}, then --resume; last.pt is intact"
+    )
+
+
+def summary_record(trainer: Trainer, status: str, stopped_by: str | None, corpus: float | None) -> dict[str, Any]:
+    """summary.json: how the run ended, its losses, tokens and times (every session summed), and its hardware."""
+    cfg, state, timers = trainer.cfg, trainer.state, trainer.state.timers
+    return {
+        "status": status,
+        "signal": (trainer.stop_requests.name or "a signal to another process") if status == "interrupted" else None,
+        "stopped_by": {"step": "step_loss", "corpus": "full_corpus_loss"}.get(stopped_by),
+        "target_loss": cfg.target_loss,
+        "steps": state.step,
+        "steps_requested": cfg.steps,
+        "target_step": state.target_step,
+        "target_step_loss": state.target_step_loss,
+        "final_step_loss": state.recent_losses[-1] if state.recent_losses else None,
+        "best_step_loss": state.best_step_loss if math.isfinite(state.best_step_loss) else None,
+        "best_step": state.best_step or None,
+        "full_corpus_loss": corpus,
+        "full_corpus_loss_step": state.step if corpus is not None else None,
+        "tokens_seen": trainer.batches.tokens_seen,
+        "epochs": round(trainer.batches.epochs, 4),
+        "tokens_per_step": trainer.tokens_per_step,
+        "processes": trainer.group.world_size,
+        "wall_time_s": round(trainer.elapsed(), 3),
+        "train_time_s": round(timers["train_s"], 3),
+        "warmup_time_s": round(timers["warmup_s"], 3),
+        "checkpoint_time_s": round(timers["checkpoint_s"], 3),
+        "checkpoint_background_s": round(trainer.writer.write_seconds, 3),
+        "sample_time_s": round(timers["sample_s"], 3),
+        "eval_time_s": round(timers["eval_s"], 3),
+        "lost_time_s": round(timers["lost_s"], 3),
+        "resumes": len(trainer.resumes),
+        "tok_per_s": round(timers["train_tokens"] / timers["train_s"], 1) if timers["train_s"] else None,
+        "model": cfg.model,
+        "n_params": trainer.raw_model.num_params(),
+        "device": device_name(trainer.device),
+        "amp": trainer.amp,
+        # the most GPU memory held by tensors in this session (what a smaller card must hold), CUDA only
+        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated(trainer.device) / 2**30, 3)
+        if trainer.device.type == "cuda"
+        else None,
+        "finished_at": _now(),
+    }
+
+
+def run_config_record(trainer: Trainer, previous: dict[str, Any]) -> dict[str, Any]:
+    """run_config.json: the options, model, device and software of the run; the first session's command and start."""
+    return {
+        "command": previous.get("command", trainer.command),
+        "train_config": trainer.cfg.to_dict(),
+        "model_config": dataclasses.asdict(trainer.raw_model.config),
+        "n_params": trainer.raw_model.num_params(),
+        "tokens_in_corpus": int(len(trainer.tokens)),
+        "tokens_per_step": trainer.tokens_per_step,
+        "processes": trainer.group.world_size,  # torchrun --nproc_per_node x nodes; batch_size is per process
+        "device": str(trainer.device),
+        "device_name": device_name(trainer.device),
+        "amp": trainer.amp,
+        "amp_reason": trainer.amp_reason,
+        "backends": trainer.backends,
+        "optimizer": f"AdamW (fused={trainer.optimizer.defaults.get('fused')})",
+        "versions": _versions(trainer.device),
+        "git_commit": _git_commit(),
+        "started_at": previous.get("started_at", _now()),
+        "resumes": trainer.resumes,
+    }
+
+
+class _Discard:
+    """The log and metrics of a process other than rank 0, which writes them for the group."""
+
+    dropped: list = []
+
+    def write(self, *args: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class Trainer:
-    """Trains a GPT on one text file according to a TrainConfig, writing a run directory."""
+    """Trains a GPT on one text file according to a TrainConfig, writing a run directory (``rundir.RunDir``)."""
 
     def __init__(self, cfg: TrainConfig, command: str | None = None):
         self.cfg = cfg
         self.command = command or "nanogpt_lib.train.Trainer (from Python)"
         self.callbacks: dict[str, list[Callable]] = {event: [] for event in EVENTS}
+        self.run_dir = RunDir(cfg.out_dir)
+        self.state = LoopState.fresh(cfg.log_every)
+        self.resumes: list[dict[str, Any]] = []  # one entry per session that continued this run
+        self.resumed_from_checkpoint = self.resume_missing = False
+        self.saved_step = 0  # the step last.pt holds (or is being written with)
+        self.interval = [0, 0.0]  # tokens and training seconds since the last log row
+        self.session_start = time.perf_counter()
+        self.stop_requests = StopRequests()
+        self.stop_asked = False  # under torchrun: whether any process was asked to stop during this step
+        self.group = distributed.Group()  # a group of one until _setup() joins torchrun's
+        self.tokens_per_step = cfg.tokens_per_step  # by all processes together
+        self.no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+        # Set up by _setup() from the options: device, data, model, optimizer, run files.
+        self.device: torch.device
+        self.amp: str
+        self.amp_reason: str
+        self.backends: dict[str, Any]
+        self.tokens: np.ndarray
+        self.raw_model: GPT
+        self.model: torch.nn.Module  # raw_model, or its DDP and/or compiled wrapper, which runs the forward pass
+        self.optimizer: torch.optim.Optimizer
+        self.scaler: torch.amp.GradScaler
+        self.batches: Batches
+        self.writer: CheckpointWriter
+        self.log: runlog.TextLog
+        self.metrics: runlog.MetricsCSV
 
     def add_callback(self, event: str, fn: Callable) -> None:
         if event not in self.callbacks:
@@ -192,6 +328,8 @@ class Trainer:
         self.callbacks[event].append(fn)
 
     def _emit(self, event: str, *args: Any) -> None:
+        if not self.group.is_main:  # one process speaks for the group
+            return
         for fn in self.callbacks[event]:
             fn(*args)
 
@@ -199,48 +337,20 @@ class Trainer:
         self.log.write(line)
         self._emit("on_message", line)
 
+    def elapsed(self) -> float:
+        """Wall time of the run so far, every session counted."""
+        return self.state.timers["elapsed_s"] + (time.perf_counter() - self.session_start)
+
     # ------------------------------------------------------------------ set-up
 
-    def _prepare_out_dir(self) -> dict[str, Any] | None:
-        """Create the run directory; return the resume checkpoint if there is one to continue."""
-        cfg, out = self.cfg, Path(self.cfg.out_dir)
-        last = out / "checkpoints" / "last.pt"
-        ckpt = None
-        if last.exists() and cfg.resume:
-            ckpt = checkpoint.load(last, kind=checkpoint.KIND_RESUME)
-            saved = checkpoint.model_config_of(ckpt, last)
-            wanted = model_config(cfg.model, cfg.dropout)
-            if dataclasses.replace(saved, dropout=0.0) != dataclasses.replace(wanted, dropout=0.0):
-                raise UserError(
-                    f"{last} holds a model of another shape ({saved}) than --model {cfg.model} ({wanted}); "
-                    f"pass the --model it was trained with, or another --out_dir"
-                )
-        elif last.exists() and not cfg.overwrite:
-            raise UserError(
-                f"{out} already holds a run ({last}); pass --resume to continue it, --overwrite to replace it, "
-                f"or choose another --out_dir"
-            )
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            if cfg.overwrite and (last.exists() or (out / "run_config.json").exists()):
-                for name in RUN_FILES:
-                    target = out / name
-                    if target.is_dir():
-                        shutil.rmtree(target)
-                    elif target.exists():
-                        target.unlink()
-            for sub in ("logs", "samples", "checkpoints"):
-                (out / sub).mkdir(exist_ok=True)
-            for stale in (out / "checkpoints").glob(".*.tmp"):  # what a write killed half-way left behind
-                stale.unlink()
-        except OSError as err:
-            raise UserError(f"cannot create the run directory {out}: {err.strerror or err}") from None
-        return ckpt
-
     def _setup(self) -> None:
-        cfg = self.cfg
+        cfg, run_dir = self.cfg, self.run_dir
         cfg.validate()
         self.device = pick_device(cfg.device)
+        self.group = group = distributed.join(self.device.type)
+        if self.device.type == "cuda" and group.enabled:
+            self.device = torch.device("cuda", group.local_rank)
+        self.tokens_per_step = cfg.tokens_per_step * group.world_size
         self.amp, self.amp_reason = amp_decision(cfg.amp, self.device)
         get_tokenizer()  # sampling needs it too: fail now, not at the first sample after hours of training
         self.tokens = encode_file(cfg.input_file)
@@ -249,174 +359,126 @@ class Trainer:
                 f"{cfg.input_file} has {len(self.tokens)} tokens, fewer than --seq_len + 1 = {cfg.seq_len + 1}; "
                 f"use a longer file or a smaller --seq_len"
             )
-        resume_ckpt = self._prepare_out_dir()
-        out = Path(cfg.out_dir)
-        self.paths = {
-            "last": out / "checkpoints" / "last.pt",
-            "best": out / "checkpoints" / "best.pt",
-            "log": out / "logs" / "train.log",
-            "metrics": out / "logs" / "train_metrics.csv",
-            "samples": out / "samples" / "samples.txt",
-            "summary": out / "summary.json",
-            "run_config": out / "run_config.json",
-        }
+        ckpt = None
+        if run_dir.last.exists() and cfg.resume:
+            ckpt = checkpoint.load(run_dir.last, kind=checkpoint.KIND_RESUME)
+            check_resume_model(ckpt, cfg, run_dir.last)
+        elif run_dir.last.exists() and not cfg.overwrite:
+            raise UserError(
+                f"{run_dir.root} already holds a run ({run_dir.last}); pass --resume to continue it, --overwrite to "
+                f"replace it, or choose another --out_dir"
+            )
+        if group.is_main:
+            run_dir.prepare(replace=cfg.overwrite)
+        group.barrier()
         self.backends = configure_backends(self.device)
         self.writer = CheckpointWriter()
         torch.manual_seed(cfg.seed)
-        self.model_config = model_config(cfg.model, cfg.dropout)
-        self.raw_model = GPT(self.model_config)
-        if resume_ckpt is not None:
-            checkpoint.load_weights(self.raw_model, resume_ckpt, self.paths["last"])
+        self.raw_model = GPT(model_config(cfg.model, cfg.dropout))
+        if ckpt is not None:
+            checkpoint.load_weights(self.raw_model, ckpt, run_dir.last)
         self.raw_model.to(self.device)
+        if group.rank > 0:
+            torch.manual_seed(cfg.seed + group.rank)  # the same weights everywhere, each process its own dropout
         self.optimizer = make_optimizer(self.raw_model, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
-        self.batches = Batches(self.tokens, cfg.batch_size, cfg.seq_len, self.device, cfg.seed, cfg.sampling)
-        self.model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
-
-        # Loop state: everything that last.pt must carry for an exact resume.
-        self.step = 0
-        self.best_step_loss, self.best_step = math.inf, 0
-        self.best_saved_loss = math.inf
-        self.recent_losses: collections.deque[float] = collections.deque(maxlen=cfg.log_every)
-        self.timers = dict.fromkeys(
-            ("elapsed_s", "train_s", "train_tokens", "warmup_s", "checkpoint_s", "sample_s", "eval_s", "lost_s"), 0.0
+        self.batches = Batches(
+            self.tokens, cfg.batch_size, cfg.seq_len, self.device, cfg.seed, cfg.sampling, group.rank, group.world_size
         )
-        self.target_step: int | None = None
-        self.target_step_loss: float | None = None
-        self.last_eval_step = 0
-        self.corpus_offset = 0.0  # full-corpus loss minus the running mean step loss, at the last pass
-        if resume_ckpt is not None:
-            self._restore(resume_ckpt)
-
-        self.log = runlog.TextLog(self.paths["log"])
-        # Rows past the checkpoint's step (or, on a fresh start, rows of a run that never saved) are dropped.
-        self.metrics = runlog.MetricsCSV(self.paths["metrics"], keep_until_step=self.step)
-        lost = None
-        if resume_ckpt is not None and self.metrics.dropped:
-            # A killed run logged steps after its last checkpoint: they are redone, and the time they took
-            # (at least up to their last metrics row) still counts in the wall time.
-            last_row = self.metrics.dropped[-1]
-            lost_s = max(0.0, float(last_row.get("elapsed_s") or 0.0) - self.timers["elapsed_s"])
-            self.timers["elapsed_s"] += lost_s
-            self.timers["lost_s"] += lost_s
-            lost = {"steps_redone": int(last_row["step"]) - self.step, "seconds_lost": round(lost_s, 3)}
-        self._saved_step = self.step
-        self._write_run_config(resumed=resume_ckpt is not None, lost=lost)
-        self.resumed = resume_ckpt is not None
-        self.resume_missing = cfg.resume and resume_ckpt is None
+        wrapped = self.raw_model
+        if group.enabled:
+            cuda = self.device.type == "cuda"
+            wrapped = DistributedDataParallel(self.raw_model, device_ids=[group.local_rank] if cuda else None)
+            self.no_sync = wrapped.no_sync
+        self.model = torch.compile(wrapped) if cfg.compile else wrapped
+        if ckpt is not None:
+            self._restore(ckpt)
+        self.resumed_from_checkpoint = ckpt is not None
+        self.resume_missing = cfg.resume and ckpt is None
+        self._open_run_files()
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scaler.load_state_dict(ckpt["scaler"])
             self.batches.load_state_dict(ckpt["data"])
-            loop = ckpt["loop"]
-            torch.set_rng_state(ckpt["rng"]["torch"])
-            if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
-                torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+            self.state = LoopState.from_dict(ckpt["loop"], self.cfg.log_every)
+            rng = ckpt["rng"]["ranks"][self.group.rank] if self.group.enabled else ckpt["rng"]
+            torch.set_rng_state(rng["torch"])
+            if self.device.type == "cuda" and rng.get("cuda") is not None:
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
         except (KeyError, ValueError, RuntimeError, TypeError) as err:
-            raise UserError(f"{self.paths['last']} is incomplete or from another version: {err}") from None
-        self.step = int(loop["step"])
-        self.best_step_loss, self.best_step = float(loop["best_step_loss"]), int(loop["best_step"])
-        self.best_saved_loss = float(loop["best_saved_loss"])
-        self.recent_losses.extend(loop["recent_losses"])
-        self.target_step, self.target_step_loss = loop.get("target_step"), loop.get("target_step_loss")
-        self.last_eval_step = int(loop.get("last_eval_step", 0))
-        self.corpus_offset = float(loop.get("corpus_offset", 0.0))
-        self.timers.update({k: float(v) for k, v in loop["timers"].items()})
+            raise UserError(f"{self.run_dir.last} is incomplete or from another version: {err}") from None
 
-    def _write_run_config(self, resumed: bool, lost: dict[str, Any] | None) -> None:
-        path = self.paths["run_config"]
-        previous = runlog.read_json(path) if resumed and path.exists() else {}
-        resumes = previous.get("resumes", [])
-        if resumed:
-            resumes.append({"step": self.step, "time": _now(), "command": self.command, **(lost or {})})
-        self.resumes = resumes
-        runlog.write_json(
-            path,
-            {
-                "command": previous.get("command", self.command),
-                "train_config": self.cfg.to_dict(),
-                "model_config": dataclasses.asdict(self.model_config),
-                "n_params": self.raw_model.num_params(),
-                "tokens_in_corpus": int(len(self.tokens)),
-                "tokens_per_step": self.cfg.tokens_per_step,
-                "device": str(self.device),
-                "device_name": device_name(self.device),
-                "amp": self.amp,
-                "amp_reason": self.amp_reason,
-                "backends": self.backends,
-                "optimizer": f"AdamW (fused={self.optimizer.defaults.get('fused')})",
-                "versions": _versions(self.device),
-                "git_commit": _git_commit(),
-                "started_at": previous.get("started_at", _now()),
-                "resumes": resumes,
-            },
-        )
+    def _open_run_files(self) -> None:
+        """Open the log and the metrics; record this session in run_config.json.
+
+        Metrics rows past the checkpoint's step (or, on a fresh start, rows of a run that never saved) are dropped: a
+        killed run logged steps after its last checkpoint, which are redone, and the time they took (at least up to
+        their last metrics row) still counts in the wall time.
+        """
+        state = self.state
+        self.saved_step = state.step
+        if not self.group.is_main:  # rank 0 writes the run directory
+            self.log = self.metrics = _Discard()
+            return
+        self.log = self.run_dir.open_log()
+        self.metrics = self.run_dir.open_metrics(keep_until_step=state.step)
+        previous = self.run_dir.read_run_config() if self.resumed_from_checkpoint else {}
+        self.resumes = previous.get("resumes", [])
+        if self.resumed_from_checkpoint:
+            lost = {}
+            if self.metrics.dropped:
+                last_row = self.metrics.dropped[-1]
+                lost_s = max(0.0, float(last_row.get("elapsed_s") or 0.0) - state.timers["elapsed_s"])
+                state.timers["elapsed_s"] += lost_s
+                state.timers["lost_s"] += lost_s
+                lost = {"steps_redone": int(last_row["step"]) - state.step, "seconds_lost": round(lost_s, 3)}
+            self.resumes.append({"step": state.step, "time": _now(), "command": self.command, **lost})
+        self.run_dir.write_run_config(run_config_record(self, previous))
 
     # ------------------------------------------------------------------ checkpoints, samples, evaluation
 
     def _weights(self) -> dict[str, torch.Tensor]:
         return checkpoint.clean_state_dict(self.raw_model.state_dict())
 
-    def _last_payload(self) -> dict[str, Any]:
-        """Everything ``last.pt`` needs for an exact resume (live tensors: the writer snapshots them)."""
-        return {
-            "kind": checkpoint.KIND_RESUME,
-            "model": self._weights(),
-            "model_config": dataclasses.asdict(self.model_config),
-            "train_config": self.cfg.to_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "data": self.batches.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-            },
-            "loop": {
-                "step": self.step,
-                "best_step_loss": self.best_step_loss,
-                "best_step": self.best_step,
-                "best_saved_loss": self.best_saved_loss,
-                "recent_losses": list(self.recent_losses),
-                "target_step": self.target_step,
-                "target_step_loss": self.target_step_loss,
-                "last_eval_step": self.last_eval_step,
-                "corpus_offset": self.corpus_offset,
-                "timers": {**self.timers, "elapsed_s": self._elapsed()},
-            },
-        }
-
-    def _save(self, best: tuple[float, str] | None = None, last: bool = True) -> None:
+    def _save(self, best: tuple[float, str] | None = None) -> None:
         """Save ``best.pt`` (when ``best`` gives a loss and its reason) and ``last.pt``, written in the background.
 
         Only the snapshot of the state (and waiting for a write still in flight) holds up training; that time
         is what ``checkpoint_s`` counts.
         """
         t0 = time.perf_counter()
+        model_cfg = dataclasses.asdict(self.raw_model.config)
         files = []
         if best is not None:
             loss, reason = best
-            self.best_saved_loss = loss  # before the payload of last.pt, which carries it
-            files.append(
-                (
-                    self.paths["best"],
-                    {
-                        "kind": checkpoint.KIND_WEIGHTS,
-                        "model": self._weights(),
-                        "model_config": dataclasses.asdict(self.model_config),
-                        "step": self.step,
-                        "loss": loss,
-                        "reason": reason,
-                    },
-                )
-            )
-            self._say(f"New best loss {loss:.6f} ({reason}) at step {self.step}: writing best.pt")
-        if last:
-            files.append((self.paths["last"], self._last_payload()))
-            self._saved_step = self.step
-        self.writer.submit(files)
-        self.timers["checkpoint_s"] += time.perf_counter() - t0
+            self.state.best_saved_loss = loss  # before the payload of last.pt, which carries it
+            weights = {"kind": checkpoint.KIND_WEIGHTS, "model": self._weights(), "model_config": model_cfg}
+            files.append((self.run_dir.best, {**weights, "step": self.state.step, "loss": loss, "reason": reason}))
+            self._say(f"New best loss {loss:.6f} ({reason}) at step {self.state.step}: writing best.pt")
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        rng = {"torch": torch.get_rng_state(), "cuda": cuda_rng}
+        if self.group.enabled:  # every process's generator state, for an exact resume of each
+            rng = {**rng, "ranks": self.group.gather(rng)}
+        if not self.group.is_main:
+            self.saved_step = self.state.step
+            return
+        last = {
+            "kind": checkpoint.KIND_RESUME,
+            "model": self._weights(),
+            "model_config": model_cfg,
+            "train_config": self.cfg.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "data": self.batches.state_dict(),
+            "rng": rng,
+            "loop": self.state.to_dict(self.elapsed()),
+        }
+        files.append((self.run_dir.last, last))
+        self.saved_step = self.state.step
+        self.writer.submit(files)  # live tensors: the writer snapshots them before it returns
+        self.state.timers["checkpoint_s"] += time.perf_counter() - t0
 
     def _checkpoint(self) -> None:
         """Save last.pt; save best.pt when the recent mean loss beats the one best.pt was saved with.
@@ -424,77 +486,53 @@ class Trainer:
         best.pt is judged at checkpoint time, on the mean step loss of the last log_every steps, instead
         of on every new minimum of a single noisy step: a handful of writes per run instead of hundreds.
         """
-        recent = sum(self.recent_losses) / max(1, len(self.recent_losses))
-        best = (recent, f"mean of the last {len(self.recent_losses)} steps") if recent < self.best_saved_loss else None
-        self._save(best)
+        recent = self.state.recent_mean
+        window = len(self.state.recent_losses)
+        self._save((recent, f"mean of the last {window} steps") if recent < self.state.best_saved_loss else None)
 
     def _wait_for_writes(self) -> None:
         """Block until the checkpoint write in flight is on disk (counted as checkpoint time: training waits)."""
         t0 = time.perf_counter()
         self.writer.wait()
-        self.timers["checkpoint_s"] += time.perf_counter() - t0
+        self.state.timers["checkpoint_s"] += time.perf_counter() - t0
 
     def _sample(self) -> None:
+        if not self.group.is_main:
+            return
         t0 = time.perf_counter()
-        cfg = self.cfg
+        cfg, step = self.cfg, self.state.step
         texts = []
         for prompt in cfg.prompts:
             outputs = generate_text(
-                self.raw_model, prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k,
-                seed=cfg.seed + self.step, num_samples=cfg.num_prompts, amp=self.amp,
-            )  # fmt: skip
-            runlog.append_samples(self.paths["samples"], self.step, prompt, outputs, cfg.temperature, cfg.top_k)
+                self.raw_model,
+                prompt,
+                cfg.max_new_tokens,
+                cfg.temperature,
+                cfg.top_k,
+                seed=cfg.seed + step,
+                num_samples=cfg.num_prompts,
+                amp=self.amp,
+            )
+            self.run_dir.append_samples(step, prompt, outputs, cfg.temperature, cfg.top_k)
             texts += outputs
-        self.timers["sample_s"] += time.perf_counter() - t0
-        self._emit("on_sample", self.step, texts)
-
-    def _corpus_loss_is_near(self) -> str | None:
-        """Why a full-corpus pass should run now (with --stop_on corpus), or None while the target is not near.
-
-        The pass costs as much as many training steps, so it runs only when the running mean of the step losses
-        (the last log_every steps), corrected by how far the previous pass fell from that mean, predicts a
-        full-corpus loss at the target.
-        """
-        mean = sum(self.recent_losses) / len(self.recent_losses)
-        predicted = mean + self.corpus_offset
-        if predicted > self.cfg.target_loss:
-            # an offset measured once must not hold the pass off for ever: once the step losses alone are at the
-            # target, a pass runs at least every RECHECK_WINDOWS log windows
-            since = self.step - self.last_eval_step
-            if mean <= self.cfg.target_loss and since >= RECHECK_WINDOWS * self.cfg.log_every:
-                return (
-                    f"the mean step loss of the last {len(self.recent_losses)} steps, {mean:.6f}, is at the target "
-                    f"and {since} steps have passed since the last pass"
-                )
-            return None
-        return (
-            f"the mean step loss of the last {len(self.recent_losses)} steps, {mean:.6f}"
-            + (f", plus the last pass's offset {self.corpus_offset:+.6f}," if self.corpus_offset else "")
-            + f" predicts {predicted:.6f} <= {self.cfg.target_loss}"
-        )
+        self.state.timers["sample_s"] += time.perf_counter() - t0
+        self._emit("on_sample", step, texts)
 
     def _corpus_loss(self, why: str) -> float:
         t0 = time.perf_counter()
-        loss = corpus_loss(  # the uncompiled model: a pass that runs once would otherwise pay for compiling its shapes
-            self.raw_model,
-            self.tokens,
-            self.cfg.seq_len,
-            self.cfg.batch_size * self.cfg.grad_accum,
-            self.device,
-            self.amp,
+        cfg = self.cfg
+        # the uncompiled model: a pass that runs once would otherwise pay for compiling its shapes
+        loss = corpus_loss(
+            self.raw_model, self.tokens, cfg.seq_len, cfg.batch_size * cfg.grad_accum, self.device, self.amp, self.group
         )
         seconds = time.perf_counter() - t0
-        self.timers["eval_s"] += seconds
-        self.last_eval_step = self.step
-        self.corpus_offset = loss - sum(self.recent_losses) / max(1, len(self.recent_losses))
+        self.state.timers["eval_s"] += seconds
+        self.state.record_corpus_loss(loss)
         self._say(
-            f"Full-corpus loss {loss:.6f} at step {self.step} ({len(self.tokens) - 1:,} tokens, {seconds:.1f}s); "
+            f"Full-corpus loss {loss:.6f} at step {self.state.step} ({len(self.tokens) - 1:,} tokens, {seconds:.1f}s); "
             f"evaluated because {why}"
         )
         return loss
-
-    def _elapsed(self) -> float:
-        return self.timers["elapsed_s"] + (time.perf_counter() - self.session_start)
 
     # ------------------------------------------------------------------ the loop
 
@@ -502,10 +540,18 @@ class Trainer:
         """Train until ``steps`` or the target; returns the summary (also written to summary.json)."""
         self._setup()
         try:
-            with StopRequests() as self.stop_requests:
+            with self.stop_requests:
                 return self._loop()
         except torch.OutOfMemoryError:
-            raise UserError(self._out_of_memory_advice()) from None
+            raise UserError(out_of_memory_advice(self.cfg, self.state.step)) from None
+        except RuntimeError as err:  # under torchrun: another process died, its connection closed
+            if not self.group.enabled:
+                raise
+            raise UserError(
+                f"process {self.group.rank} of {self.group.world_size}: the group broke off "
+                f"({str(err).splitlines()[0][:200]}); last.pt (step {self.saved_step}) is intact: run the same "
+                f"torchrun command with --resume"
+            ) from None
         except OSError as err:
             raise UserError(
                 f"could not write {err.filename or self.cfg.out_dir}: {err.strerror or err}; "
@@ -515,202 +561,168 @@ class Trainer:
             self.writer.close()  # a write in flight finishes before the process moves on
             self.log.close()
             self.metrics.close()
-
-    def _out_of_memory_advice(self) -> str:
-        cfg = self.cfg
-        if cfg.batch_size > 1:
-            fix = (
-                f"--batch_size {cfg.batch_size // 2} --grad_accum {cfg.grad_accum * 2} "
-                f"({(cfg.batch_size // 2) * cfg.seq_len * cfg.grad_accum * 2:,} tokens per step"
-                f"{', the same' if cfg.batch_size % 2 == 0 else ''})"
-            )
-        else:
-            fix = "a smaller --seq_len (batch_size is already 1)"
-        return (
-            f"out of GPU memory after step {self.step} with --batch_size {cfg.batch_size} x --seq_len {cfg.seq_len}; "
-            f"try {fix}, then --resume; last.pt is intact"
-        )
+            self.group.close()
 
     def _loop(self) -> dict[str, Any]:
-        cfg = self.cfg
+        """Step → record → maybe evaluate → maybe log → maybe stop → periodic save and sample → signal check."""
+        cfg, state = self.cfg, self.state
         self.session_start = time.perf_counter()
-        start_step = self.step
-        n_params = self.raw_model.num_params()
-        if self.resume_missing:
-            self._say(f"No checkpoint at {self.paths['last']}: starting a fresh run.")
-        if self.resumed:
-            self._say(
-                f"Resumed from {self.paths['last']} at step {self.step} ({self.batches.tokens_seen:,} tokens seen)."
-            )
-        self._say(
-            f"Model {cfg.model}: {n_params:,} parameters | device {device_name(self.device)} | "
-            f"amp {self.amp} ({self.amp_reason}) | "
-            f"compile {cfg.compile} | {len(self.tokens):,} tokens in {cfg.input_file} | "
-            f"{cfg.tokens_per_step:,} tokens/step"
-        )
-        self._emit(
-            "on_start",
-            {
-                "n_params": n_params,
-                "device": device_name(self.device),
-                "amp": self.amp,
-                "start_step": start_step,
-                "steps": cfg.steps,
-                "tokens_in_corpus": len(self.tokens),
-            },
-        )
-        if self.step >= cfg.steps:
-            self._say(
-                f"Already at step {self.step} of {cfg.steps}: nothing to train (pass a larger --steps to extend)."
-            )
-
-        interval_tokens, interval_time = 0, 0.0
-        stopped_by = corpus = None
-        while self.step < cfg.steps:
-            step = self.step + 1
-            t0 = time.perf_counter()
-            loss, grad_norm, lr = training_step(
-                self.model, self.raw_model, self.optimizer, self.scaler, self.batches.next, cfg, step, self.device,
-                self.amp,
-            )  # fmt: skip
-            self.step = step
-            step_loss = loss.item()  # the one host-device sync per step: the early stop needs this value
-            self.writer.raise_if_failed()  # a failed background write stops the run here, with its file named
-            seconds = time.perf_counter() - t0
-            if step == start_step + 1:
-                self.timers["warmup_s"] += seconds  # first step of a session: allocation, compilation
-            else:
-                self.timers["train_s"] += seconds
-                self.timers["train_tokens"] += cfg.tokens_per_step
-                interval_tokens += cfg.tokens_per_step
-                interval_time += seconds
-
-            if not math.isfinite(step_loss):
-                message = (
-                    f"the loss became {step_loss} at step {step}: training diverged. last.pt (step "
-                    f"{self._saved_step}) is untouched; try --amp bf16 (or off) or a lower --lr, then --resume"
-                )
-                self._say(f"Stopped: {message}")
-                self._finish("diverged", None, None)
-                raise UserError(message)
-            self.recent_losses.append(step_loss)
-            if step_loss < self.best_step_loss:
-                self.best_step_loss, self.best_step = step_loss, step
-
-            reached = step_loss <= cfg.target_loss
-            if reached and self.target_step is None:
-                self.target_step, self.target_step_loss = step, step_loss
-            why = None
-            if cfg.eval_every and step % cfg.eval_every == 0:
-                why = f"every {cfg.eval_every} steps (--eval_every)"
-            elif cfg.stop_on == "corpus" and step - self.last_eval_step >= min(cfg.log_every, step):
-                why = self._corpus_loss_is_near()
+        start_step = state.step
+        self._announce()
+        corpus = None
+        while state.step < cfg.steps:
+            step_loss, grad_norm, lr = self._step(first=state.step == start_step)
+            state.record(step_loss, cfg.target_loss)
+            why = stop_rules.corpus_pass_reason(cfg, state)
             corpus = self._corpus_loss(why) if why else None
-            if cfg.stop_on == "step" and reached:
-                stopped_by = "step"
-            elif cfg.stop_on == "corpus" and corpus is not None and corpus <= cfg.target_loss:
-                stopped_by = "corpus"
-
-            if step % cfg.log_every == 0 or stopped_by or corpus is not None or step == cfg.steps:
-                tok_per_s = interval_tokens / interval_time if interval_time > 0 else float("nan")
-                row = {
-                    "step": step,
-                    "loss": step_loss,
-                    "lr": lr,
-                    "grad_norm": grad_norm.item() if grad_norm is not None else None,
-                    "tokens_seen": self.batches.tokens_seen,
-                    "epoch": self.batches.epochs,
-                    "tok_per_s": tok_per_s,
-                    "elapsed_s": self._elapsed(),
-                    "corpus_loss": corpus,
-                }
-                self.metrics.write(row)
-                self._say(
-                    f"step {step}/{cfg.steps} | loss {step_loss:.6f} | lr {lr:.2e} | "
-                    f"tok/s {'n/a (warm-up)' if math.isnan(tok_per_s) else f'{tok_per_s:.1f}'} | "
-                    f"elapsed {row['elapsed_s']:.1f}s"
-                )
-                self._emit("on_log", row)
-                interval_tokens, interval_time = 0, 0.0
-
+            stopped_by = stop_rules.stopped_by(cfg.stop_on, cfg.target_loss, step_loss, corpus)
+            if state.step % cfg.log_every == 0 or stopped_by or corpus is not None or state.step == cfg.steps:
+                self._log_row(step_loss, grad_norm, lr, corpus)
             if stopped_by:
-                which = "step loss" if stopped_by == "step" else "full-corpus loss"
-                value = step_loss if stopped_by == "step" else corpus
-                self._say(
-                    f"Target reached: {which} {value:.6f} <= {cfg.target_loss} at step {step} "
-                    f"({self.batches.tokens_seen:,} tokens, {self._elapsed():.1f}s)"
-                )
-                self._save(best=(value, f"target reached by the {which}"))
-                self._sample()  # while the checkpoints are written
-                if corpus is None:
-                    corpus = self._corpus_loss("the run reached its target: the summary reports both losses")
-                return self._finish("target_reached", stopped_by, corpus)
-            if cfg.save_every and step % cfg.save_every == 0:
+                return self._reach_target(stopped_by, step_loss, corpus)
+            if cfg.save_every and state.step % cfg.save_every == 0:
                 self._checkpoint()
-            if cfg.sample_every and step % cfg.sample_every == 0:
+            if cfg.sample_every and state.step % cfg.sample_every == 0:
                 self._sample()
-            if self.stop_requests.signal is not None:
-                if self._saved_step != step:  # not twice when this step's checkpoint was just written
+            if self._stop_requested():
+                if self.saved_step != state.step:  # not twice when this step's checkpoint was just written
                     self._save()
                 self._say(
-                    f"Stopped by {self.stop_requests.name} after step {step}: saved last.pt; continue with --resume."
+                    f"Stopped by {self.stop_requests.name or 'a signal to another process'} after step {state.step}: "
+                    f"saved last.pt; continue with --resume."
                 )
                 return self._finish("interrupted", None, None)
-
-        if self.step > start_step:
+        if state.step > start_step:
             self._checkpoint()
-            if not (cfg.sample_every and self.step % cfg.sample_every == 0):
+            if not (cfg.sample_every and state.step % cfg.sample_every == 0):
                 self._sample()  # while the checkpoints are written
         return self._finish("completed", None, corpus)
 
-    def _finish(self, status: str, stopped_by: str | None, corpus: float | None) -> dict[str, Any]:
-        cfg = self.cfg
-        self._wait_for_writes()  # the summary is written once the checkpoints it describes are on disk
-        elapsed = self._elapsed()
-        summary = {
-            "status": status,
-            "signal": self.stop_requests.name if status == "interrupted" else None,
-            "stopped_by": {"step": "step_loss", "corpus": "full_corpus_loss"}.get(stopped_by),
-            "target_loss": cfg.target_loss,
-            "steps": self.step,
-            "steps_requested": cfg.steps,
-            "target_step": self.target_step,
-            "target_step_loss": self.target_step_loss,
-            "final_step_loss": self.recent_losses[-1] if self.recent_losses else None,
-            "best_step_loss": self.best_step_loss if math.isfinite(self.best_step_loss) else None,
-            "best_step": self.best_step or None,
-            "full_corpus_loss": corpus,
-            "full_corpus_loss_step": self.step if corpus is not None else None,
-            "tokens_seen": self.batches.tokens_seen,
-            "epochs": round(self.batches.epochs, 4),
-            "tokens_per_step": cfg.tokens_per_step,
-            "wall_time_s": round(elapsed, 3),
-            "train_time_s": round(self.timers["train_s"], 3),
-            "warmup_time_s": round(self.timers["warmup_s"], 3),
-            "checkpoint_time_s": round(self.timers["checkpoint_s"], 3),
-            "checkpoint_background_s": round(self.writer.write_seconds, 3),
-            "sample_time_s": round(self.timers["sample_s"], 3),
-            "eval_time_s": round(self.timers["eval_s"], 3),
-            "lost_time_s": round(self.timers["lost_s"], 3),
-            "resumes": len(self.resumes),
-            "tok_per_s": round(self.timers["train_tokens"] / self.timers["train_s"], 1)
-            if self.timers["train_s"]
-            else None,
-            "model": cfg.model,
-            "n_params": self.raw_model.num_params(),
+    def _announce(self) -> None:
+        cfg, state = self.cfg, self.state
+        if self.resume_missing:
+            self._say(f"No checkpoint at {self.run_dir.last}: starting a fresh run.")
+        if self.resumed_from_checkpoint:
+            self._say(
+                f"Resumed from {self.run_dir.last} at step {state.step} ({self.batches.tokens_seen:,} tokens seen)."
+            )
+        n_params = self.raw_model.num_params()
+        world = self.group.world_size
+        per_process = (
+            f" ({cfg.batch_size} x {cfg.seq_len} x {cfg.grad_accum} per process x {world})" if world > 1 else ""
+        )
+        self._say(
+            f"Model {cfg.model}: {n_params:,} parameters | device {device_name(self.device)} | "
+            f"amp {self.amp} ({self.amp_reason}) | compile {cfg.compile} | {len(self.tokens):,} tokens in "
+            f"{cfg.input_file} | {self.tokens_per_step:,} tokens/step{per_process}"
+        )
+        info = {
+            "n_params": n_params,
             "device": device_name(self.device),
             "amp": self.amp,
-            # the most GPU memory held by tensors in this session (what a smaller card must hold), CUDA only
-            "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
-            if self.device.type == "cuda"
-            else None,
-            "finished_at": _now(),
+            "start_step": state.step,
+            "steps": cfg.steps,
+            "tokens_in_corpus": len(self.tokens),
         }
-        runlog.write_json(self.paths["summary"], summary)
-        share = 100 * self.timers["checkpoint_s"] / elapsed if elapsed > 0 else 0.0
+        self._emit("on_start", info)
+        if state.step >= cfg.steps:
+            self._say(
+                f"Already at step {state.step} of {cfg.steps}: nothing to train (pass a larger --steps to extend)."
+            )
+
+    def _stop_requested(self) -> bool:
+        """Ctrl-C or SIGTERM: in one process, as soon as it comes; under torchrun, the group's decision of the step."""
+        return self.stop_asked if self.group.enabled else self.stop_requests.signal is not None
+
+    def _step(self, first: bool) -> tuple[float, torch.Tensor | None, float]:
+        """One optimizer step, timed: the step loss (fp32, the one host-device sync per step), gradient norm, rate.
+
+        The first step of a session counts as warm-up (allocation, compilation), apart from the training time.
+        """
+        cfg, state, timers = self.cfg, self.state, self.state.timers
+        t0 = time.perf_counter()
+        loss, grad_norm, lr = training_step(
+            self.model,
+            self.raw_model,
+            self.optimizer,
+            self.scaler,
+            self.batches.next,
+            cfg,
+            state.step + 1,
+            self.device,
+            self.amp,
+            self.no_sync,
+        )
+        state.step += 1
+        if self.group.enabled:  # the mean over the processes, and whether any of them was asked to stop
+            asked = torch.tensor(float(self.stop_requests.signal is not None), device=loss.device)
+            both = self.group.sum(torch.stack([loss.detach().float(), asked]))
+            loss, self.stop_asked = both[0] / self.group.world_size, bool(both[1] > 0)
+        step_loss = loss.item()
+        self.writer.raise_if_failed()  # a failed background write stops the run here, with its file named
+        seconds = time.perf_counter() - t0
+        if first:
+            timers["warmup_s"] += seconds
+        else:
+            timers["train_s"] += seconds
+            timers["train_tokens"] += self.tokens_per_step
+            self.interval[0] += self.tokens_per_step
+            self.interval[1] += seconds
+        if not math.isfinite(step_loss):
+            message = (
+                f"the loss became {step_loss} at step {state.step}: training diverged. last.pt (step "
+                f"{self.saved_step}) is untouched; try --amp bf16 (or off) or a lower --lr, then --resume"
+            )
+            self._say(f"Stopped: {message}")
+            self._finish("diverged", None, None)
+            raise UserError(message)
+        return step_loss, grad_norm, lr
+
+    def _log_row(self, step_loss: float, grad_norm: torch.Tensor | None, lr: float, corpus: float | None) -> None:
+        tokens, seconds = self.interval
+        tok_per_s = tokens / seconds if seconds > 0 else float("nan")
+        row = {
+            "step": self.state.step,
+            "loss": step_loss,
+            "lr": lr,
+            "grad_norm": grad_norm.item() if grad_norm is not None else None,
+            "tokens_seen": self.batches.tokens_seen,
+            "epoch": self.batches.epochs,
+            "tok_per_s": tok_per_s,
+            "elapsed_s": self.elapsed(),
+            "corpus_loss": corpus,
+        }
+        self.metrics.write(row)
         self._say(
-            f"Checkpoints: {self.timers['checkpoint_s']:.1f}s of training held up ({share:.1f}% of {elapsed:.1f}s wall "
-            f"time); {self.writer.write_seconds:.1f}s of writing in the background"
+            f"step {row['step']}/{self.cfg.steps} | loss {step_loss:.6f} | lr {lr:.2e} | "
+            f"tok/s {'n/a (warm-up)' if math.isnan(tok_per_s) else f'{tok_per_s:.1f}'} | "
+            f"elapsed {row['elapsed_s']:.1f}s"
+        )
+        self._emit("on_log", row)
+        self.interval = [0, 0.0]
+
+    def _reach_target(self, stopped_by: str, step_loss: float, corpus: float | None) -> dict[str, Any]:
+        which = "step loss" if stopped_by == "step" else "full-corpus loss"
+        value = step_loss if stopped_by == "step" else corpus
+        self._say(
+            f"Target reached: {which} {value:.6f} <= {self.cfg.target_loss} at step {self.state.step} "
+            f"({self.batches.tokens_seen:,} tokens, {self.elapsed():.1f}s)"
+        )
+        self._save(best=(value, f"target reached by the {which}"))
+        self._sample()  # while the checkpoints are written
+        if corpus is None:
+            corpus = self._corpus_loss("the run reached its target: the summary reports both losses")
+        return self._finish("target_reached", stopped_by, corpus)
+
+    def _finish(self, status: str, stopped_by: str | None, corpus: float | None) -> dict[str, Any]:
+        self._wait_for_writes()  # the summary is written once the checkpoints it describes are on disk
+        summary = summary_record(self, status, stopped_by, corpus)
+        if self.group.is_main:
+            self.run_dir.write_summary(summary)
+        elapsed, held = summary["wall_time_s"], self.state.timers["checkpoint_s"]
+        self._say(
+            f"Checkpoints: {held:.1f}s of training held up ({100 * held / elapsed if elapsed > 0 else 0.0:.1f}% of "
+            f"{elapsed:.1f}s wall time); {self.writer.write_seconds:.1f}s of writing in the background"
         )
         if status in ("completed", "target_reached"):
             self._say("Training complete.")
@@ -753,12 +765,17 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(cfg, command=shlex.join(["python", "-m", "nanogpt_lib.train", *argv]))
     _console_callbacks(trainer, cfg)
     summary = trainer.run()
+    group = trainer.group
     if summary["status"] == "interrupted":
         kept = [a for a in argv if a not in ("--overwrite", "--resume")]  # --overwrite again would start afresh
-        again = shlex.join(["python", "-m", "nanogpt_lib.train", *kept, "--resume"])
-        print(f"Interrupted; continue with: {again}", file=sys.stderr)
-        return 128 + trainer.stop_requests.signal
-    if summary["status"] == "target_reached":
+        launcher = ["python"]
+        if group.enabled:
+            launcher = ["torchrun", "--standalone", f"--nproc_per_node={group.world_size}"]
+        again = shlex.join([*launcher, "-m", "nanogpt_lib.train", *kept, "--resume"])
+        if group.is_main:
+            print(f"Interrupted; continue with: {again}", file=sys.stderr)
+        return 128 + (trainer.stop_requests.signal or signal.SIGTERM)
+    if summary["status"] == "target_reached" and group.is_main:
         print(f"Target reached at step {summary['steps']}; run directory: {cfg.out_dir}", file=sys.stderr)
     return 0
 

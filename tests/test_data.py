@@ -125,6 +125,28 @@ def test_a_checkpoint_resumes_only_with_the_sampling_it_was_trained_with() -> No
         Batches(tokens, batch_size=2, seq_len=8, device="cpu", seed=5, sampling="shuffled")
 
 
+def test_an_epoch_checkpoint_resumes_only_on_its_corpus_at_its_length_and_process_count() -> None:
+    tokens = np.arange(300, dtype=np.uint16)
+    state = Batches(tokens, batch_size=2, seq_len=8, device="cpu", seed=5, sampling="epoch").state_dict()
+    with pytest.raises(UserError, match="--seq_len 8"):
+        Batches(tokens, batch_size=2, seq_len=16, device="cpu", seed=5, sampling="epoch").load_state_dict(state)
+    with pytest.raises(UserError, match="corpus of 300 tokens and this input has 200"):
+        Batches(tokens[:200], batch_size=2, seq_len=8, device="cpu", seed=5, sampling="epoch").load_state_dict(state)
+    with pytest.raises(UserError, match="trained by 1 process"):
+        Batches(tokens, 2, 8, "cpu", 5, "epoch", rank=0, world_size=2).load_state_dict(state)
+
+
+def test_processes_draw_disjoint_shares_of_the_batch_one_process_would_draw() -> None:
+    tokens = np.arange(1000, dtype=np.uint16)
+    for sampling in ("random", "epoch"):
+        one = Batches(tokens, batch_size=6, seq_len=8, device="cpu", seed=3, sampling=sampling)
+        shares = [Batches(tokens, 2, 8, "cpu", 3, sampling, rank=r, world_size=3) for r in range(3)]
+        for _ in range(4):
+            whole = one.next()[0]
+            assert torch.equal(torch.cat([share.next()[0] for share in shares]), whole)
+        assert all(share.tokens_seen == one.tokens_seen for share in shares)
+
+
 def test_the_tokenizer_comes_from_the_packaged_files_with_their_hash_checked(tmp_path, monkeypatch) -> None:
     from nanogpt_lib import tokenizer
 
