@@ -7,6 +7,7 @@ stored as plain dicts, so loading never unpickles arbitrary objects.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -34,6 +35,41 @@ def save(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         raise OSError(
             errno.EIO, f"the write failed; is the disk full? ({free_mb:,.0f} MB free; torch: {detail})", str(path)
         ) from None
+
+
+def weights_record(model: torch.nn.Module, step: int, loss: float, reason: str) -> dict[str, Any]:
+    """What best.pt holds: the weights and the model config, with the step and loss they were saved at, and why."""
+    return {
+        "kind": KIND_WEIGHTS,
+        "model": clean_state_dict(model.state_dict()),
+        "model_config": dataclasses.asdict(model.config),
+        "step": step,
+        "loss": loss,
+        "reason": reason,
+    }
+
+
+def resume_record(
+    model: torch.nn.Module,
+    train_config: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    data: dict[str, Any],
+    rng: dict[str, Any],
+    loop: dict[str, Any],
+) -> dict[str, Any]:
+    """What last.pt holds: everything an exact resume needs (live tensors: the background writer copies them)."""
+    return {
+        "kind": KIND_RESUME,
+        "model": clean_state_dict(model.state_dict()),
+        "model_config": dataclasses.asdict(model.config),
+        "train_config": train_config,
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "data": data,
+        "rng": rng,
+        "loop": loop,
+    }
 
 
 def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

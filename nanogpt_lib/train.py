@@ -439,46 +439,36 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints, samples, evaluation
 
-    def _weights(self) -> dict[str, torch.Tensor]:
-        return checkpoint.clean_state_dict(self.raw_model.state_dict())
-
     def _save(self, best: tuple[float, str] | None = None) -> None:
         """Save ``best.pt`` (when ``best`` gives a loss and its reason) and ``last.pt``, written in the background.
 
         Only the snapshot of the state (and waiting for a write still in flight) holds up training; that time
-        is what ``checkpoint_s`` counts.
+        is what ``checkpoint_s`` counts. Under torchrun every process takes part (each one's RNG state goes into
+        last.pt) and rank 0 writes.
         """
         t0 = time.perf_counter()
-        model_cfg = dataclasses.asdict(self.raw_model.config)
-        files = []
+        state, files = self.state, []
         if best is not None:
-            loss, reason = best
-            self.state.best_saved_loss = loss  # before the payload of last.pt, which carries it
-            weights = {"kind": checkpoint.KIND_WEIGHTS, "model": self._weights(), "model_config": model_cfg}
-            files.append((self.run_dir.best, {**weights, "step": self.state.step, "loss": loss, "reason": reason}))
-            self._say(f"New best loss {loss:.6f} ({reason}) at step {self.state.step}: writing best.pt")
+            state.best_saved_loss = best[0]  # before the payload of last.pt, which carries it
+            files.append((self.run_dir.best, checkpoint.weights_record(self.raw_model, state.step, *best)))
+            self._say(f"New best loss {best[0]:.6f} ({best[1]}) at step {state.step}: writing best.pt")
         cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         rng = {"torch": torch.get_rng_state(), "cuda": cuda_rng}
-        if self.group.enabled:  # every process's generator state, for an exact resume of each
+        if self.group.enabled:
             rng = {**rng, "ranks": self.group.gather(rng)}
-        if not self.group.is_main:
-            self.saved_step = self.state.step
-            return
-        last = {
-            "kind": checkpoint.KIND_RESUME,
-            "model": self._weights(),
-            "model_config": model_cfg,
-            "train_config": self.cfg.to_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "data": self.batches.state_dict(),
-            "rng": rng,
-            "loop": self.state.to_dict(self.elapsed()),
-        }
-        files.append((self.run_dir.last, last))
-        self.saved_step = self.state.step
-        self.writer.submit(files)  # live tensors: the writer snapshots them before it returns
-        self.state.timers["checkpoint_s"] += time.perf_counter() - t0
+        self.saved_step = state.step
+        if self.group.is_main:
+            last = checkpoint.resume_record(
+                self.raw_model,
+                self.cfg.to_dict(),
+                self.optimizer,
+                self.scaler,
+                self.batches.state_dict(),
+                rng,
+                state.to_dict(self.elapsed()),
+            )
+            self.writer.submit([*files, (self.run_dir.last, last)])  # the writer snapshots the live tensors
+        state.timers["checkpoint_s"] += time.perf_counter() - t0
 
     def _checkpoint(self) -> None:
         """Save last.pt; save best.pt when the recent mean loss beats the one best.pt was saved with.
