@@ -65,8 +65,8 @@ def get_tokenizer():
     if files is not None:
         try:
             return encoding_from_files(files)
-        except ValueError:  # a file that fails the hash check: tiktoken's own copy below
-            pass
+        except (ValueError, ImportError, OSError):  # a failed hash check, or an old tiktoken that reads local
+            pass  # files only through blobfile: tiktoken's own copy below
     try:
         return tiktoken.get_encoding(ENCODING_NAME)
     except Exception as err:  # tiktoken raises requests/urllib errors of many kinds when offline

@@ -745,6 +745,27 @@ def _console_callbacks(trainer: Trainer, cfg: TrainConfig) -> None:
         trainer.add_callback("on_message", lambda line: print(line, flush=True))
 
 
+def continue_command(argv: list[str], cfg: TrainConfig, group: distributed.Group) -> str:
+    """The command that resumes an interrupted run: the same flags, --resume instead of any --overwrite.
+
+    Flags that argparse took for --overwrite or --resume (abbreviated or negated too) are dropped; when a --config
+    file may have set overwrite, --no-overwrite turns it off (flags win over the file).
+    """
+
+    def means(arg: str, *names: str) -> bool:  # argparse accepts any unambiguous prefix of a flag
+        flag = arg.split("=", 1)[0]
+        return len(flag) > 2 and flag.startswith("--") and any(name.startswith(flag) for name in names)
+
+    kept = [a for a in argv if not means(a, "--overwrite", "--no-overwrite", "--resume", "--no-resume")]
+    from_file = cfg.overwrite and any(means(a, "--config") for a in argv)
+    launcher = ["python"]
+    if group.enabled:
+        launcher = ["torchrun", "--standalone", f"--nproc_per_node={group.world_size}"]
+    return shlex.join(
+        [*launcher, "-m", "nanogpt_lib.train", *kept, *(["--no-overwrite"] if from_file else []), "--resume"]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     cfg = parse_train_args(
@@ -757,13 +778,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = trainer.run()
     group = trainer.group
     if summary["status"] == "interrupted":
-        kept = [a for a in argv if a not in ("--overwrite", "--resume")]  # --overwrite again would start afresh
-        launcher = ["python"]
-        if group.enabled:
-            launcher = ["torchrun", "--standalone", f"--nproc_per_node={group.world_size}"]
-        again = shlex.join([*launcher, "-m", "nanogpt_lib.train", *kept, "--resume"])
         if group.is_main:
-            print(f"Interrupted; continue with: {again}", file=sys.stderr)
+            print(f"Interrupted; continue with: {continue_command(argv, cfg, group)}", file=sys.stderr)
         return 128 + (trainer.stop_requests.signal or signal.SIGTERM)
     if summary["status"] == "target_reached" and group.is_main:
         print(f"Target reached at step {summary['steps']}; run directory: {cfg.out_dir}", file=sys.stderr)

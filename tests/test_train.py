@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,20 @@ def test_clip_gradients_equals_clip_grad_norm(scale: float) -> None:
     expected = torch.nn.utils.clip_grad_norm_(a.parameters(), 1.0)
     assert torch.equal(clip_gradients(b, 1.0, torch.device("cpu")), expected)
     assert all(torch.equal(p.grad, q.grad) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_the_continue_command_resumes_whatever_started_the_run(tmp_path: Path) -> None:
+    from nanogpt_lib.config import parse_train_args
+    from nanogpt_lib.distributed import Group
+    from nanogpt_lib.train import continue_command
+
+    config = tmp_path / "recipe.yaml"
+    config.write_text("overwrite: true\nsteps: 9\n", encoding="utf-8")
+    for argv in (["--steps", "9", "--overw"], ["--config", str(config)], ["--conf", str(config), "--overwrite"]):
+        command = continue_command(argv, parse_train_args(argv, prog="t", description="t"), Group())
+        words = shlex.split(command)
+        assert words[:3] == ["python", "-m", "nanogpt_lib.train"] and words[-1] == "--resume"
+        again = parse_train_args(words[3:], prog="t", description="t")  # parses: no contradiction left
+        assert again.resume and not again.overwrite and again.steps == 9
+    two = continue_command(["--steps", "9"], parse_train_args(["--steps", "9"], prog="t", description="t"), Group(0, 2))
+    assert two.startswith("torchrun --standalone --nproc_per_node=2 -m nanogpt_lib.train --steps 9")
