@@ -179,6 +179,17 @@ def finished_rows(table: Path, names: list[str]) -> dict[str, str]:
     return rows
 
 
+def corpus_crossing(row: str) -> tuple[int, int, float, float] | None:
+    """The (step, tokens, seconds, loss) of a table row's full-corpus crossing, or None where it has none."""
+    cell = [c.strip() for c in row.strip().strip("|").split("|")][
+        COLUMNS.index("full-corpus crossing (step, tokens, s, loss)")
+    ]
+    if cell == "–":
+        return None
+    step, tokens, seconds, loss = cell.split(", ")  # thousands separators carry no space
+    return int(step), int(tokens.replace(",", "")), float(seconds), float(loss)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m nanogpt_lib.sweep",
@@ -248,16 +259,30 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot create {out.parent}: {err.strerror}") from None
-    done = finished_rows(out, [t["name"] for t in trials]) if args.resume else {}
+    done = {}
+    if args.resume and out.is_file():
+        caps = next(line for line in header if line.startswith("- each trial:"))
+        if caps not in out.read_text(encoding="utf-8").splitlines():
+            raise UserError(
+                f"{out} holds trials run on another corpus or with other caps than this command's; drop --resume to "
+                f"run them all again, or write to another --out"
+            )
+        done = finished_rows(out, [t["name"] for t in trials])
     rows: list[str] = []
     records: list[dict[str, Any]] = []
     best: tuple[float, str] | None = None
     for trial in trials:
+        options = {**base, **{k: v for k, v in trial.items() if k != "name"}}
         if trial["name"] in done:  # finished by an earlier sweep of this plan into the same table
             rows.append(done[trial["name"]])
             print(f"{rows[-1]} (kept from {out})", flush=True)
+            crossing = corpus_crossing(rows[-1])
+            if crossing is not None and (best is None or crossing[2] < best[0]):
+                best = (crossing[2], trial["name"])
+                if args.best:
+                    write_best(Path(args.best), {**options, "stop_on": "corpus"}, {"corpus_cross": crossing},
+                               trial["name"])  # fmt: skip
             continue
-        options = {**base, **{k: v for k, v in trial.items() if k != "name"}}
         cfg = TrainConfig.from_dict(options)
         try:
             row = run_trial(model, runner, tokens, cfg, device, amp, args.token_cap, args.time_cap_s)

@@ -103,3 +103,19 @@ def test_a_resumed_sweep_keeps_finished_rows_and_runs_the_rest(small_corpus: Pat
     lines = out.read_text().splitlines()
     assert row_a in lines and sum(line.startswith("| b |") for line in lines) == 1
     assert "(kept from" in capsys.readouterr().out
+    # rows run with other caps are not mixed with new ones
+    assert run_cli(sweep.main, ["--plan", str(grown), *common[:-4], "--token_cap", "512", "--device", "cpu",
+                                "--resume"]) == EXIT_USER_ERROR  # fmt: skip
+    assert "other caps" in capsys.readouterr().err and row_a in out.read_text().splitlines()
+
+
+def test_a_resumed_sweep_still_names_the_best_recipe_among_kept_rows(small_corpus: Path, tmp_path: Path) -> None:
+    out, best = tmp_path / "sweep.md", tmp_path / "best.yaml"
+    plan = write_plan(tmp_path / "plan.yaml", small_corpus, [{"name": "a"}])
+    common = ["--plan", str(plan), "--out", str(out), "--token_cap", "3000", "--device", "cpu"]
+    assert run_cli(sweep.main, common) == 0
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| a |"))
+    crossing = sweep.corpus_crossing(row)
+    assert crossing is not None and crossing[3] <= 10.6
+    assert run_cli(sweep.main, [*common, "--resume", "--best", str(best)]) == 0  # nothing runs again
+    assert yaml.safe_load(best.read_text())["stop_on"] == "corpus" and "trial 'a'" in best.read_text()
