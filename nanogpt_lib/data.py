@@ -85,7 +85,8 @@ class Batches:
         taken = []
         while count:
             if self.pass_position == len(self.pass_starts):
-                phase = int(torch.randint(self.seq_len, (1,), generator=self.generator))
+                phases = min(self.seq_len, self.num_tokens - self.seq_len)  # each leaves room for a window
+                phase = int(torch.randint(phases, (1,), generator=self.generator))
                 n_windows = (self.num_tokens - 1 - phase) // self.seq_len
                 order = torch.randperm(n_windows, generator=self.generator)
                 self.pass_starts, self.pass_position = phase + order * self.seq_len, 0

@@ -136,6 +136,14 @@ def test_an_epoch_checkpoint_resumes_only_on_its_corpus_at_its_length_and_proces
         Batches(tokens, 2, 8, "cpu", 5, "epoch", rank=0, world_size=2).load_state_dict(state)
 
 
+def test_a_corpus_shorter_than_two_windows_still_makes_passes_of_one_window() -> None:
+    batches = Batches(np.arange(12, dtype=np.uint16), batch_size=3, seq_len=8, device="cpu", seed=1, sampling="epoch")
+    for _ in range(4):
+        x, y = batches.next()
+        assert x.shape == (3, 8) and torch.equal(y[:, :-1], x[:, 1:])
+    assert batches.passes == 12  # one window per pass, no empty passes counted
+
+
 def test_processes_draw_disjoint_shares_of_the_batch_one_process_would_draw() -> None:
     tokens = np.arange(1000, dtype=np.uint16)
     for sampling in ("random", "epoch"):
