@@ -90,4 +90,7 @@ def test_ctrl_c_during_a_background_write_waits_for_it(straight, tmp_path: Path)
     last = checkpoint.load(out / "checkpoints" / "last.pt", kind=checkpoint.KIND_RESUME)
     assert last["loop"]["step"] == summary["steps"] < STEPS  # the stop's own save is on disk, complete
     assert not list((out / "checkpoints").glob(".*.tmp"))
+    # the run waited for the write before it wrote its summary (not merely the interpreter for the thread at exit)
+    assert (out / "summary.json").stat().st_mtime_ns >= (out / "checkpoints" / "last.pt").stat().st_mtime_ns
+    assert summary["checkpoint_time_s"] >= 1.0  # the wait held the run up, and was counted
     assert_resumes_to_the_straight_losses(corpus, out, expected)
