@@ -66,3 +66,17 @@ lint: setup-dev  ## ruff on the library and the tests
 
 test: setup-dev lint data/input.txt  ## set up, lint, then run the test suite
 	$(PY) -m pytest
+
+# ---------------------------------------------------------------------- Hugging Face export and Space
+EXPORT_DIR ?= $(RUN_DIR)-hf
+DTYPE ?= float32
+MODEL_DIR ?= $(EXPORT_DIR)
+PORT ?= 7860
+
+.PHONY: export space
+
+export: setup-dev  ## $(RUN_DIR)'s best.pt as a Hugging Face model folder in $(EXPORT_DIR) (DTYPE=float16 halves it)
+	$(PY) -m nanogpt_lib.export --checkpoint $(RUN_DIR)/checkpoints/best.pt --out $(EXPORT_DIR) --dtype $(DTYPE)
+
+space: setup-dev  ## the Gradio demo of the exported model in $(MODEL_DIR) on http://127.0.0.1:$(PORT) only
+	MODEL_DIR=$(MODEL_DIR) GRADIO_SERVER_NAME=127.0.0.1 GRADIO_SERVER_PORT=$(PORT) $(PY) space/app.py

@@ -8,7 +8,8 @@ processes under torchrun), rundir (the run directory's layout), runlog (its text
 reader), checkpoint and checkpoint_writer (atomic saves, in the background), atomic (atomic file writes),
 interrupts (Ctrl-C and SIGTERM), errors (one-line errors).
 The course helpers: sample (generation and its CLI), report (README and results/ from a run directory), notebook
-(notebook helpers), corpus_stats and model_stats (figures the notebooks show), download (the course file).
+(notebook helpers), corpus_stats and model_stats (figures the notebooks show), download (the course file), export
+(a checkpoint as a Hugging Face model folder).
 The tools: bench (speed against transformers), sweep (recipe trials), hf_compat (weights to and from transformers).
 """
 
