@@ -136,7 +136,11 @@ def test_a_process_that_dies_takes_the_group_down_and_the_checkpoint_survives(ru
     assert len(workers) == 2
     os.kill(workers[-1], signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0  # torchrun reports the dead process; the survivor says what it means, in one line
-    assert "error: process 0 of 2: the group broke off" in err and "is intact: run the same torchrun command" in err
+    assert proc.returncode != 0 and "Signal 9 (SIGKILL)" in err  # torchrun names the process that died
+    # the survivor either says in one line that the group broke off (when it sees the closed connection first) or is
+    # stopped by torchrun: never a traceback of ours
+    assert "nanogpt_lib/" not in err
+    if "the group broke off" in err:
+        assert "error: process 0 of 2: the group broke off" in err and "is intact: run the same torchrun command" in err
     saved = checkpoint.load(out / "checkpoints" / "last.pt", kind=checkpoint.KIND_RESUME)
     assert saved["loop"]["step"] % 2 == 0 and saved["loop"]["step"] >= 2
