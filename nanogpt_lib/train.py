@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import math
+import os
 import platform
 import shlex
 import signal
@@ -276,6 +277,14 @@ def run_config_record(trainer: Trainer, previous: dict[str, Any]) -> dict[str, A
     }
 
 
+def _lost_peer(err: RuntimeError) -> bool:
+    """Whether a collective failed because another process of the group is gone (not a bug of this one)."""
+    text = str(err)
+    return isinstance(err, torch.distributed.DistBackendError) or any(
+        clue in text for clue in ("Connection closed", "Connection reset", "Broken pipe", "peer")
+    )
+
+
 class _Discard:
     """The log and metrics of a process other than rank 0, which writes them for the group."""
 
@@ -296,7 +305,7 @@ class Trainer:
         self.command = command or "nanogpt_lib.train.Trainer (from Python)"
         self.callbacks: dict[str, list[Callable]] = {event: [] for event in EVENTS}
         self.run_dir = RunDir(cfg.out_dir)
-        self.state = LoopState.fresh(cfg.log_every)
+        self.state = LoopState.fresh(max(0, cfg.log_every))  # _setup() checks the options and starts afresh
         self.resumes: list[dict[str, Any]] = []  # one entry per session that continued this run
         self.resumed_from_checkpoint = self.resume_missing = False
         self.saved_step = 0  # the step last.pt holds (or is being written with)
@@ -346,6 +355,8 @@ class Trainer:
     def _setup(self) -> None:
         cfg, run_dir = self.cfg, self.run_dir
         cfg.validate()
+        self.state = LoopState.fresh(cfg.log_every)  # a second run() of this Trainer starts from the checkpoint again
+        self.stop_requests, self.stop_asked, self.interval = StopRequests(), False, [0, 0.0]
         self.device = pick_device(cfg.device)
         self.group = group = distributed.join(self.device.type)
         if self.device.type == "cuda" and group.enabled:
@@ -535,7 +546,7 @@ class Trainer:
         except torch.OutOfMemoryError:
             raise UserError(out_of_memory_advice(self.cfg, self.state.step)) from None
         except RuntimeError as err:  # under torchrun: another process died, its connection closed
-            if not self.group.enabled:
+            if not (self.group.enabled and _lost_peer(err)):
                 raise
             raise UserError(
                 f"process {self.group.rank} of {self.group.world_size}: the group broke off "
@@ -717,6 +728,7 @@ class Trainer:
         if status in ("completed", "target_reached"):
             self._say("Training complete.")
         self._emit("on_end", summary)
+        self.group.barrier()  # no process exits (torchrun would stop the others) before rank 0 has written
         return summary
 
 
@@ -760,7 +772,10 @@ def continue_command(argv: list[str], cfg: TrainConfig, group: distributed.Group
     from_file = cfg.overwrite and any(means(a, "--config") for a in argv)
     launcher = ["python"]
     if group.enabled:
-        launcher = ["torchrun", "--standalone", f"--nproc_per_node={group.world_size}"]
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", group.world_size))
+        # several machines: the same command, with the rendezvous flags it was started with instead of --standalone
+        rendezvous = "--standalone" if per_node == group.world_size else "<your --nnodes/--rdzv flags>"
+        launcher = ["torchrun", rendezvous, f"--nproc_per_node={per_node}"]
     return shlex.join(
         [*launcher, "-m", "nanogpt_lib.train", *kept, *(["--no-overwrite"] if from_file else []), "--resume"]
     )

@@ -65,6 +65,7 @@ def test_unusable_input_file(capsys, tmp_path: Path, content: bytes, message: st
         (["--seq_len", "257"], "longer than the tiny context of 256"),
         (["--lr", "-0.001"], "--lr must be > 0"),
         (["--temperature", "0"], "--temperature must be > 0"),
+        (["--log_every", "-1"], "--log_every must be a positive integer"),
     ],
 )
 def test_bad_flags(capsys, small_corpus: Path, tmp_path: Path, flags: list[str], message: str) -> None:
