@@ -6,8 +6,10 @@ rewrites the README blocks between ``<!--AUTO:NAME:START-->`` and ``<!--AUTO:NAM
 SUMMARY, LOGS, METRICS, SAMPLES) and copies the loss curve and the evidence (logs, metrics, samples, summary,
 run config, and the executed notebooks and their HTML where the run directory holds them) into
 ``results/<run name>/`` beside that README, which the blocks link to. The run name is the run directory's
-name unless ``--name`` gives another. Running it twice changes nothing the second time. A README
-without the markers, or a run directory without metrics, is an error that leaves every file untouched.
+name unless ``--name`` gives another. The summary's comparison table shows, beside the runs of others, this
+project's runs whose evidence is already in ``results/``. Running it twice changes nothing the second time. A
+README without the markers, or a run directory without metrics, is an error that leaves every file untouched.
+``--evidence_only`` copies the evidence and leaves the README as it is (for a run still in progress).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import runlog
 from .atomic import atomic_write
 from .errors import UserError, run_cli
 from .rundir import RunDir
@@ -139,7 +142,8 @@ def _fmt(value: Any, spec: str = "") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def summary_block(run: Run) -> str:
+def summary_block(run: Run, others: list[tuple[str, ...]] = ()) -> str:
+    """The run's figures as a table, then the comparison table (``others``: this project's other runs)."""
     s, c = run.summary, run.config
     status = {
         "target_reached": f"**target reached** (stopped by the {str(s.get('stopped_by', '')).replace('_', ' ')})",
@@ -180,42 +184,80 @@ def summary_block(run: Run) -> str:
         ("Command", f"`{c.get('command', '?')}`"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return f"| | |\n| --- | --- |\n{table}\n\n{comparison_block(run)}"
+    return f"| | |\n| --- | --- |\n{table}\n\n{comparison_block(run, others)}"
 
 
-def comparison_block(run: Run) -> str:
-    """This run beside the course's reference run and the best runs of others (figures from their own logs)."""
-    s, c = run.summary, run.config
-    last = run.metrics[-1]
-    crossed = {
-        "full_corpus_loss": f"full-corpus loss ({_fmt(s.get('full_corpus_loss'), '.4f')})",
-        "step_loss": f"one step's loss ({_fmt(s.get('target_step_loss'), '.4f')})",
-    }.get(s.get("stopped_by"), "not yet")
-    batch = c.get("train_config", {})
+def _crossed(summary: dict[str, Any]) -> str:
+    """Which loss crossed the target, or where a run stands that has not reached it."""
+    by = summary.get("stopped_by")
+    if summary.get("status") == "target_reached" and by == "full_corpus_loss":
+        return f"full-corpus loss ({_fmt(summary.get('full_corpus_loss'), '.4f')})"
+    if summary.get("status") == "target_reached":
+        return f"one step's loss ({_fmt(summary.get('target_step_loss'), '.4f')})"
+    best = f"best step loss so far {_fmt(summary.get('best_step_loss'), '.4f')}"
+    return {
+        "interrupted": f"not yet: interrupted, resumable ({best})",
+        "completed": f"not reached in its steps ({best})",
+    }.get(summary.get("status"), "not yet: in progress")
+
+
+def run_row(label: str, summary: dict[str, Any], config: dict[str, Any], last: dict[str, Any]) -> tuple[str, ...]:
+    """One run as a row of the comparison table, from its summary.json, run_config.json and last metrics row."""
+    batch = config.get("train_config", {})
+    per_step = summary.get("tokens_per_step") or config.get("tokens_per_step")
     shape = (
-        f"{batch['batch_size']}×{batch['seq_len']}×{batch['grad_accum']} = {c.get('tokens_per_step', 0):,}"
+        f"{batch['batch_size']}×{batch['seq_len']}×{batch['grad_accum']} = {_fmt(per_step, ',')}"
         if {"batch_size", "seq_len", "grad_accum"} <= set(batch)
-        else _fmt(c.get("tokens_per_step"), ",")
+        else _fmt(per_step, ",")
     )
-    tokens = s.get("tokens_seen", last.get("tokens_seen"))
-    ours = (
-        "**This run**",
-        s.get("device") or c.get("device_name", "?"),
-        s.get("amp") or c.get("amp", "?"),
+    tokens = summary.get("tokens_seen", last.get("tokens_seen"))
+    wall = _fmt_seconds(summary.get("wall_time_s", last.get("elapsed_s")))
+    resumes = summary.get("resumes") or len(config.get("resumes", []))
+    if resumes:
+        wall += f", {resumes} resume{'s' if resumes > 1 else ''}"
+    return (
+        label,
+        summary.get("device") or config.get("device_name", "?"),
+        summary.get("amp") or config.get("amp", "?"),
         shape,
-        _fmt(s.get("steps", int(last["step"])), ","),
+        _fmt(summary.get("steps", int(last.get("step") or 0)), ","),
         f"{tokens / 1e6:.2f}M" if tokens else "–",
-        _fmt_seconds(s.get("wall_time_s", last.get("elapsed_s"))),
-        crossed,
+        wall,
+        _crossed(summary),
     )
+
+
+def project_runs(results: Path, exclude: str | None = None) -> list[tuple[str, ...]]:
+    """Rows for this project's other runs: each folder of ``results`` that holds the evidence of a run (its
+    summary.json, run_config.json and train_metrics.csv), the one named ``exclude`` left out, linked by folder."""
+    rows = []
+    for folder in sorted(path.parent for path in results.glob("*/summary.json")):
+        files = [folder / "summary.json", folder / "run_config.json", folder / "train_metrics.csv"]
+        if folder.name == exclude or not all(path.is_file() for path in files):
+            continue
+        try:
+            summary, config = runlog.read_json(files[0]), runlog.read_json(files[1])
+            metrics = runlog.read_metrics(files[2]) or [{}]
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot read the evidence in {folder}: {err}") from None
+        rows.append(run_row(f"This project: [{folder.name}](results/{folder.name}/)", summary, config, metrics[-1]))
+    return rows
+
+
+def comparison_block(run: Run, others: list[tuple[str, ...]] = ()) -> str:
+    """This run beside this project's ``others`` (see ``project_runs``), the course's reference run and the best runs
+    of others (figures from their own logs)."""
+    ours = run_row("**This run**", run.summary, run.config, run.metrics[-1])
     header = (
         "| run | hardware | precision | tokens/step | steps | tokens | wall time | what crossed the target |\n"
         "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"
     )
-    rows = "\n".join("| " + " | ".join(row) + " |" for row in (ours, *OTHER_RUNS))
+    rows = "\n".join("| " + " | ".join(row) + " |" for row in (ours, *others, *OTHER_RUNS))
     return (
-        f"{header}\n{rows}\n\nOnly this run reports the loss over the whole corpus; the others stopped on the loss of "
-        f"one step (or a mean of steps), which a noisy batch can cross early."
+        f"{header}\n{rows}\n\nOnly this project's runs report the loss over the whole corpus; the others stopped on "
+        f"the loss of one step (or a mean of steps), which a noisy batch can cross early. The wall time of a resumed "
+        f"run adds up the training loops of its sessions, steps redone after a resume included; starting each "
+        f"session (loading the checkpoint) comes on top."
     )
 
 
@@ -309,25 +351,52 @@ def copy_evidence(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
+def _results_folder(run: Run, readme: Path, name: str | None) -> tuple[str, Path]:
+    """The run's name and its evidence folder, ``results/<name>/`` beside the README."""
+    name = name or run.out_dir.resolve().name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UserError(f"run name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder in results/)")
+    return name, readme.resolve().parent / "results" / name
+
+
+def write_evidence(run: Run, results: Path) -> None:
+    """Draw the loss curve and copy it with the run's evidence files into ``results``."""
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        run_dir = RunDir(run.out_dir)
+        plot_loss_curve(run, run_dir.loss_curve)
+        shutil.copyfile(run_dir.loss_curve, results / PLOT_NAME)
+        for src, target in run_dir.evidence().items():
+            copy_evidence(src, results / target)
+    except OSError as err:
+        raise UserError(f"cannot write the evidence ({err.filename}: {err.strerror})") from None
+
+
 def write_report(
-    out_dir: str | os.PathLike, readme: str | os.PathLike, name: str | None = None, force: bool = False
+    out_dir: str | os.PathLike,
+    readme: str | os.PathLike,
+    name: str | None = None,
+    force: bool = False,
+    evidence_only: bool = False,
 ) -> dict[str, Any]:
     """Render the loss curve and the README blocks of a run, copy the evidence to results/<name>/, rewrite the README.
 
     ``name`` defaults to the run directory's name. A README whose results show a run that reached the target is
-    not rewritten from a run that did not, unless ``force``.
+    not rewritten from a run that did not, unless ``force``. With ``evidence_only`` the README stays as it is and
+    only results/<name>/ is written (the evidence of a run in progress, say). The comparison table lists the other
+    runs whose evidence is in results/.
     """
     run = load_run(out_dir)
     readme = Path(readme)
     if not readme.is_file():
         raise UserError(f"README {readme} not found")
-    name = name or run.out_dir.resolve().name
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise UserError(f"run name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder in results/)")
+    name, results = _results_folder(run, readme, name)
+    if evidence_only:
+        write_evidence(run, results)
+        return {"readme": str(readme), "results": str(results), "changed": False, "blocks": {}}
     results_rel = f"results/{name}"
-    results = readme.resolve().parent / results_rel
     blocks = {
-        "SUMMARY": summary_block(run),
+        "SUMMARY": summary_block(run, project_runs(results.parent, exclude=name)),
         "PLOT": plot_block(f"{results_rel}/{PLOT_NAME}"),
         "METRICS": metrics_block(run, results_rel),
         "LOGS": logs_block(run),
@@ -340,19 +409,15 @@ def write_report(
         raise UserError(
             f"{readme} shows a run that reached the target, and {run.out_dir} did not "
             f"(status: {run.summary.get('status', 'in progress')}); nothing was written. "
-            f"Replace it anyway with --force (in notebook 05: force = True)"
+            f"Replace it anyway with --force (in notebook 05: force = True), or keep its evidence only "
+            f"with --evidence_only"
         )
-    try:
-        results.mkdir(parents=True, exist_ok=True)
-        run_dir = RunDir(run.out_dir)
-        plot_loss_curve(run, run_dir.loss_curve)
-        shutil.copyfile(run_dir.loss_curve, results / PLOT_NAME)
-        for src, target in run_dir.evidence().items():
-            copy_evidence(src, results / target)
-        if new != old:
+    write_evidence(run, results)
+    if new != old:
+        try:
             atomic_write(readme, lambda fh: fh.write(new.encode("utf-8")))
-    except OSError as err:
-        raise UserError(f"cannot write the report ({err.filename}: {err.strerror})") from None
+        except OSError as err:
+            raise UserError(f"cannot write the report ({err.filename}: {err.strerror})") from None
     return {"readme": str(readme), "results": str(results), "changed": new != old, "blocks": blocks}
 
 
@@ -371,9 +436,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--force", action="store_true", help="replace README results that reached the target with a run that did not"
     )
+    parser.add_argument(
+        "--evidence_only",
+        action="store_true",
+        help="only copy the evidence to results/<run name>/ (a run in progress, say); the README stays as it is",
+    )
     args = parser.parse_args(argv)
-    report = write_report(args.out_dir, args.readme, args.name, args.force)
-    state = "updated" if report["changed"] else "already up to date"
+    report = write_report(args.out_dir, args.readme, args.name, args.force, args.evidence_only)
+    state = "left as it is" if args.evidence_only else "updated" if report["changed"] else "already up to date"
     print(f"{args.readme} {state}; evidence in {report['results']}", file=sys.stderr)
     return 0
 

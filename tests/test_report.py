@@ -166,3 +166,54 @@ def test_find_run_picks_the_latest_run_or_says_what_to_do(run_dir: Path, tmp_pat
     assert report.find_run(None) == Path("out/full")
     assert report.find_run("elsewhere") == Path("elsewhere")
     assert UserError("x")._render_traceback_() == ["error: x"]  # one line in a notebook, not a traceback
+
+
+def _interrupted_copy(run_dir: Path, dest: Path) -> Path:
+    """A copy of the run as if Ctrl-C had stopped it two sessions in, before the target."""
+    import shutil
+
+    shutil.copytree(run_dir, dest)
+    summary = json.loads((dest / "summary.json").read_text())
+    summary.update(status="interrupted", stopped_by=None, resumes=2, best_step_loss=10.4123)
+    (dest / "summary.json").write_text(json.dumps(summary))
+    return dest
+
+
+def test_the_comparison_lists_the_projects_other_runs_from_results(run_dir: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(README, encoding="utf-8")
+    slow = _interrupted_copy(run_dir, tmp_path / "slow")
+    report.write_report(slow, readme, evidence_only=True)
+    assert readme.read_text(encoding="utf-8") == README  # the evidence alone: the README stays as it was
+    assert (tmp_path / "results" / "slow" / "summary.json").is_file()
+    (tmp_path / "results" / "notes").mkdir()  # a folder without a run's evidence is not a run
+
+    report.write_report(run_dir, readme)
+    rows = [line for line in readme.read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
+    ours = rows.index(next(r for r in rows if r.startswith("| **This run**")))
+    other = rows[ours + 1]
+    assert other.startswith("| This project: [slow](results/slow/) |") and "| 2×32×2 = 128 |" in other
+    assert "2 resumes" in other and "not yet: interrupted, resumable (best step loss so far 10.4123)" in other
+    assert rows[ours + 2].startswith("| The course's reference run |")
+    assert not any(f"[{run_dir.name}]" in r or "[notes]" in r for r in rows)  # not itself, not a stray folder
+
+    # the other way round: the reached run is a row of the interrupted run's table
+    block = report.summary_block(report.load_run(slow), report.project_runs(tmp_path / "results", exclude="slow"))
+    reached = next(line for line in block.splitlines() if line.startswith(f"| This project: [{run_dir.name}]"))
+    assert "one step's loss" in reached and "resume" not in reached
+
+
+def test_evidence_only_keeps_a_run_in_progress_beside_a_reached_readme(run_dir: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(README, encoding="utf-8")
+    report.write_report(run_dir, readme)
+    reached = readme.read_text(encoding="utf-8")
+    slow = _interrupted_copy(run_dir, tmp_path / "slow")
+    refused = run_module("nanogpt_lib.report", "--out_dir", str(slow), "--readme", str(readme))
+    assert refused.returncode == EXIT_USER_ERROR and "--evidence_only" in refused.stderr
+    assert not (tmp_path / "results" / "slow").exists()
+    kept = run_module("nanogpt_lib.report", "--out_dir", str(slow), "--readme", str(readme), "--evidence_only")
+    assert kept.returncode == 0 and "left as it is" in kept.stderr
+    assert readme.read_text(encoding="utf-8") == reached
+    assert json.loads((tmp_path / "results" / "slow" / "summary.json").read_text())["status"] == "interrupted"
+    assert (tmp_path / "results" / "slow" / "loss_curve.png").stat().st_size > 0
