@@ -187,14 +187,15 @@ def summary_block(run: Run, others: list[tuple[str, ...]] = ()) -> str:
     return f"| | |\n| --- | --- |\n{table}\n\n{comparison_block(run, others)}"
 
 
-def _crossed(summary: dict[str, Any]) -> str:
-    """Which loss crossed the target, or where a run stands that has not reached it."""
+def _crossed(summary: dict[str, Any], last: dict[str, Any]) -> str:
+    """Which loss crossed the target, or where a run stands that has not reached it (its last logged loss, the mean
+    of the steps since the row before, rather than one noisy step)."""
     by = summary.get("stopped_by")
     if summary.get("status") == "target_reached" and by == "full_corpus_loss":
         return f"full-corpus loss ({_fmt(summary.get('full_corpus_loss'), '.4f')})"
     if summary.get("status") == "target_reached":
         return f"one step's loss ({_fmt(summary.get('target_step_loss'), '.4f')})"
-    best = f"best step loss so far {_fmt(summary.get('best_step_loss'), '.4f')}"
+    best = f"last logged loss {_fmt(last.get('loss'), '.4f')}"
     return {
         "interrupted": f"not yet: interrupted, resumable ({best})",
         "completed": f"not reached in its steps ({best})",
@@ -223,7 +224,7 @@ def run_row(label: str, summary: dict[str, Any], config: dict[str, Any], last: d
         _fmt(summary.get("steps", int(last.get("step") or 0)), ","),
         f"{tokens / 1e6:.2f}M" if tokens else "–",
         wall,
-        _crossed(summary),
+        _crossed(summary, last),
     )
 
 

@@ -193,7 +193,7 @@ def test_the_comparison_lists_the_projects_other_runs_from_results(run_dir: Path
     ours = rows.index(next(r for r in rows if r.startswith("| **This run**")))
     other = rows[ours + 1]
     assert other.startswith("| This project: [slow](results/slow/) |") and "| 2×32×2 = 128 |" in other
-    assert "2 resumes" in other and "not yet: interrupted, resumable (best step loss so far 10.4123)" in other
+    assert "2 resumes" in other and "not yet: interrupted, resumable (last logged loss " in other
     assert rows[ours + 2].startswith("| The course's reference run |")
     assert not any(f"[{run_dir.name}]" in r or "[notes]" in r for r in rows)  # not itself, not a stray folder
 
