@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,11 @@ class Run:
     config: dict[str, Any] = field(default_factory=dict)
     log_lines: list[str] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The run directory's name: its folder in results/ unless the report is given another."""
+        return self.out_dir.resolve().name
 
     @property
     def target_loss(self) -> float:
@@ -142,7 +148,7 @@ def _fmt(value: Any, spec: str = "") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def summary_block(run: Run, others: list[tuple[str, ...]] = ()) -> str:
+def summary_block(run: Run, others: Sequence[tuple[str, ...]] = ()) -> str:
     """The run's figures as a table, then the comparison table (``others``: this project's other runs)."""
     s, c = run.summary, run.config
     status = {
@@ -188,18 +194,18 @@ def summary_block(run: Run, others: list[tuple[str, ...]] = ()) -> str:
 
 
 def _crossed(summary: dict[str, Any], last: dict[str, Any]) -> str:
-    """Which loss crossed the target, or where a run stands that has not reached it (its last logged loss, the mean
-    of the steps since the row before, rather than one noisy step)."""
-    by = summary.get("stopped_by")
-    if summary.get("status") == "target_reached" and by == "full_corpus_loss":
+    """Which loss crossed the target, or where a run stands that has not reached it: its last logged loss (the mean
+    of the steps since the row before), not one noisy step."""
+    status = summary.get("status")
+    if status == "target_reached" and summary.get("stopped_by") == "full_corpus_loss":
         return f"full-corpus loss ({_fmt(summary.get('full_corpus_loss'), '.4f')})"
-    if summary.get("status") == "target_reached":
+    if status == "target_reached":
         return f"one step's loss ({_fmt(summary.get('target_step_loss'), '.4f')})"
-    best = f"last logged loss {_fmt(last.get('loss'), '.4f')}"
+    logged = f"last logged loss {_fmt(last.get('loss'), '.4f')}"
     return {
-        "interrupted": f"not yet: interrupted, resumable ({best})",
-        "completed": f"not reached in its steps ({best})",
-    }.get(summary.get("status"), "not yet: in progress")
+        "interrupted": f"not yet: interrupted, resumable ({logged})",
+        "completed": f"not reached in its steps ({logged})",
+    }.get(status, "not yet: in progress")
 
 
 def run_row(label: str, summary: dict[str, Any], config: dict[str, Any], last: dict[str, Any]) -> tuple[str, ...]:
@@ -213,7 +219,7 @@ def run_row(label: str, summary: dict[str, Any], config: dict[str, Any], last: d
     )
     tokens = summary.get("tokens_seen", last.get("tokens_seen"))
     wall = _fmt_seconds(summary.get("wall_time_s", last.get("elapsed_s")))
-    resumes = summary.get("resumes") or len(config.get("resumes", []))
+    resumes = len(config.get("resumes", []))  # run_config.json records each resume as it starts
     if resumes:
         wall += f", {resumes} resume{'s' if resumes > 1 else ''}"
     return (
@@ -245,7 +251,7 @@ def project_runs(results: Path, exclude: str | None = None) -> list[tuple[str, .
     return rows
 
 
-def comparison_block(run: Run, others: list[tuple[str, ...]] = ()) -> str:
+def comparison_block(run: Run, others: Sequence[tuple[str, ...]] = ()) -> str:
     """This run beside this project's ``others`` (see ``project_runs``), the course's reference run and the best runs
     of others (figures from their own logs)."""
     ours = run_row("**This run**", run.summary, run.config, run.metrics[-1])
@@ -354,7 +360,7 @@ def copy_evidence(src: Path, dst: Path) -> None:
 
 def _results_folder(run: Run, readme: Path, name: str | None) -> tuple[str, Path]:
     """The run's name and its evidence folder, ``results/<name>/`` beside the README."""
-    name = name or run.out_dir.resolve().name
+    name = name or run.name
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UserError(f"run name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder in results/)")
     return name, readme.resolve().parent / "results" / name

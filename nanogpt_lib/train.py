@@ -305,14 +305,11 @@ class Trainer:
         self.command = command or "nanogpt_lib.train.Trainer (from Python)"
         self.callbacks: dict[str, list[Callable]] = {event: [] for event in EVENTS}
         self.run_dir = RunDir(cfg.out_dir)
-        self.state = LoopState.fresh(max(0, cfg.log_every))  # _setup() checks the options and starts afresh
+        self._start_afresh()  # again in _setup(), once the options are checked
         self.resumes: list[dict[str, Any]] = []  # one entry per session that continued this run
         self.resumed_from_checkpoint = self.resume_missing = False
         self.saved_step = 0  # the step last.pt holds (or is being written with)
-        self.interval = [0, 0.0]  # tokens and training seconds since the last log row
         self.session_start = time.perf_counter()
-        self.stop_requests = StopRequests()
-        self.stop_asked = False  # under torchrun: whether any process was asked to stop during this step
         self.group = distributed.Group()  # a group of one until _setup() joins torchrun's
         self.tokens_per_step = cfg.tokens_per_step  # by all processes together
         self.no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
@@ -352,11 +349,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
 
+    def _start_afresh(self) -> None:
+        """The loop's state before a run: step 0 (until a checkpoint says otherwise), no stop asked."""
+        self.state = LoopState.fresh(max(0, self.cfg.log_every))  # before validate(), log_every may be anything
+        self.interval = [0, 0.0]  # tokens and training seconds since the last log row
+        self.stop_requests = StopRequests()
+        self.stop_asked = False  # under torchrun: whether any process was asked to stop during this step
+
     def _setup(self) -> None:
         cfg, run_dir = self.cfg, self.run_dir
         cfg.validate()
-        self.state = LoopState.fresh(cfg.log_every)  # a second run() of this Trainer starts from the checkpoint again
-        self.stop_requests, self.stop_asked, self.interval = StopRequests(), False, [0, 0.0]
+        self._start_afresh()  # a second run() of this Trainer starts from the checkpoint again
         self.device = pick_device(cfg.device)
         self.group = group = distributed.join(self.device.type)
         if self.device.type == "cuda" and group.enabled:

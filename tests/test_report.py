@@ -169,13 +169,15 @@ def test_find_run_picks_the_latest_run_or_says_what_to_do(run_dir: Path, tmp_pat
 
 
 def _interrupted_copy(run_dir: Path, dest: Path) -> Path:
-    """A copy of the run as if Ctrl-C had stopped it two sessions in, before the target."""
+    """A copy of the run as if it had been resumed twice, then stopped by Ctrl-C before the target."""
     import shutil
 
     shutil.copytree(run_dir, dest)
     summary = json.loads((dest / "summary.json").read_text())
-    summary.update(status="interrupted", stopped_by=None, resumes=2, best_step_loss=10.4123)
-    (dest / "summary.json").write_text(json.dumps(summary))
+    (dest / "summary.json").write_text(json.dumps({**summary, "status": "interrupted", "stopped_by": None}))
+    config = json.loads((dest / "run_config.json").read_text())
+    resumes = [{"step": 4, "time": "2026-01-01T00:00:00+00:00", "command": "train"}] * 2
+    (dest / "run_config.json").write_text(json.dumps({**config, "resumes": resumes}))
     return dest
 
 
@@ -193,7 +195,8 @@ def test_the_comparison_lists_the_projects_other_runs_from_results(run_dir: Path
     ours = rows.index(next(r for r in rows if r.startswith("| **This run**")))
     other = rows[ours + 1]
     assert other.startswith("| This project: [slow](results/slow/) |") and "| 2×32×2 = 128 |" in other
-    assert "2 resumes" in other and "not yet: interrupted, resumable (last logged loss " in other
+    logged = report.load_run(slow).metrics[-1]["loss"]
+    assert f"2 resumes | not yet: interrupted, resumable (last logged loss {logged:.4f}) |" in other
     assert rows[ours + 2].startswith("| The course's reference run |")
     assert not any(f"[{run_dir.name}]" in r or "[notes]" in r for r in rows)  # not itself, not a stray folder
 
