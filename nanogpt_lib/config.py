@@ -74,6 +74,11 @@ class TrainConfig:
         "windows in a fresh random order at a random phase each pass)",
         choices=("random", "epoch"),
     )
+    aligned_after_passes: int = _opt(
+        0,
+        "epoch sampling: the passes after this many start at phase 0, on exactly the windows of the full-corpus loss "
+        "(0: every pass at a random phase)",
+    )
     grad_accum: int = _opt(4, "micro-batches per optimizer step (tokens/step = batch_size*seq_len*grad_accum)")
     lr: float = _opt(3e-4, "peak learning rate")
     lr_schedule: str = _opt("constant", "learning-rate schedule after warm-up", choices=("constant", "cosine"))
@@ -135,7 +140,15 @@ class TrainConfig:
         for name in ("steps", "batch_size", "seq_len", "grad_accum", "log_every", "num_prompts", "max_new_tokens"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("save_every", "sample_every", "eval_every", "warmup_steps", "decay_steps", "top_k"):
+        for name in (
+            "save_every",
+            "sample_every",
+            "eval_every",
+            "warmup_steps",
+            "decay_steps",
+            "top_k",
+            "aligned_after_passes",
+        ):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -163,6 +176,8 @@ class TrainConfig:
             choices = _field(name).metadata["choices"]
             if getattr(self, name) not in choices:
                 raise UserError(f"--{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
+        if self.aligned_after_passes and self.sampling != "epoch":
+            raise UserError("--aligned_after_passes applies to passes over the corpus: use it with --sampling epoch")
         block_size = PRESETS[self.model].block_size
         if self.seq_len > block_size:
             raise UserError(f"--seq_len {self.seq_len} is longer than the {self.model} context of {block_size} tokens")

@@ -7,7 +7,11 @@ to place them (``--sampling``):
 - ``random``: each window at an offset drawn uniformly; over a run some tokens are seen more often than others.
 - ``epoch``: passes over the corpus. Each pass cuts the stream into consecutive windows starting at a random
   phase (0 .. seq_len - 1, so window boundaries move from pass to pass) and visits them in a fresh random
-  order; every token is a target once per pass.
+  order; every token is a target once per pass. With ``aligned_after_passes`` N > 0, the passes after the
+  first N all start at phase 0: their windows are exactly those of the full-corpus loss (below). A model with
+  learned absolute positions partly memorises where in a window each token falls, so its loss at a phase it has
+  not just trained on stays higher than at the phase of its latest pass; aligned passes train on the windows that
+  are measured.
 
 Offsets come from a seeded generator whose state goes into the checkpoint (with the current pass, for
 ``epoch``), so a resumed run draws exactly the batches the uninterrupted run would have drawn.
@@ -46,6 +50,7 @@ class Batches:
         sampling: str = "random",
         rank: int = 0,
         world_size: int = 1,
+        aligned_after_passes: int = 0,
     ):
         if sampling not in SAMPLINGS:
             raise UserError(f"--sampling must be one of {', '.join(SAMPLINGS)}; got {sampling!r}")
@@ -65,6 +70,7 @@ class Batches:
         self.generator = torch.Generator().manual_seed(seed)
         self.tokens_seen = 0
         self.sampling = sampling
+        self.aligned_after_passes = aligned_after_passes  # epoch sampling: later passes start at phase 0 (0: never)
         self.passes = 0  # epoch sampling: passes begun so far
         self.pass_starts = torch.zeros(0, dtype=torch.int64)  # window starts of the current pass, in visiting order
         self.pass_position = 0  # how many of them were drawn
@@ -87,6 +93,8 @@ class Batches:
             if self.pass_position == len(self.pass_starts):
                 phases = min(self.seq_len, self.num_tokens - self.seq_len)  # each leaves room for a window
                 phase = int(torch.randint(phases, (1,), generator=self.generator))
+                if 0 < self.aligned_after_passes <= self.passes:
+                    phase = 0  # the windows of the full-corpus loss (drawn all the same: one stream of draws)
                 n_windows = (self.num_tokens - 1 - phase) // self.seq_len
                 order = torch.randperm(n_windows, generator=self.generator)
                 self.pass_starts, self.pass_position = phase + order * self.seq_len, 0

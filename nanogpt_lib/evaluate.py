@@ -1,14 +1,27 @@
-"""The full-corpus loss: the model in eval mode over every window of the whole token stream."""
+"""The full-corpus loss: the model in eval mode over every window of the whole token stream.
+
+``python -m nanogpt_lib.evaluate --checkpoint out/<run>/checkpoints/last.pt`` measures it for a saved model, at
+phase 0 (the windows the training loop measures) and, with ``--phases``, with the window boundaries moved: a
+model with learned absolute positions can memorise where in a window each token falls, and then its loss
+depends on where the windows are cut.
+"""
 
 from __future__ import annotations
+
+import argparse
+import sys
+import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import TrainConfig
 from .data import eval_windows
-from .device import autocast
+from .device import DEVICE_CHOICES, autocast, pick_device, resolve_amp
 from .distributed import Group
+from .errors import UserError, run_cli
+from .tokenizer import encode_file
 
 SINGLE = Group()  # one process: nothing to reduce
 
@@ -46,3 +59,67 @@ def corpus_loss(
         model.train(was_training)
     sums = group.sum(torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=device)]))
     return (sums[0] / sums[1]).item()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m nanogpt_lib.evaluate",
+        description="The full-corpus loss of a checkpoint (eval mode, every token predicted once), at one or more "
+        "phases: at phase p the windows start at token p, and every token after it is predicted once.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="path to best.pt or last.pt of a run")
+    parser.add_argument(
+        "--input_file", default=TrainConfig.input_file, help="the text the run trained on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seq_len", type=int, default=TrainConfig.seq_len, help="window length, as in training (default: %(default)s)"
+    )
+    parser.add_argument("--phases", default="0", help="comma-separated phases, each in 0..seq_len-1 (default: 0)")
+    parser.add_argument("--batch_size", type=int, default=TrainConfig.batch_size, help="windows per forward pass")
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where to run (default: auto)")
+    parser.add_argument(
+        "--amp", default="auto", choices=("auto", "off", "fp16", "bf16"), help="mixed precision, as --amp of training"
+    )
+    return parser
+
+
+def parse_phases(text: str, seq_len: int) -> list[int]:
+    try:
+        phases = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise UserError(f"--phases must be comma-separated integers, got {text!r}") from None
+    if not phases or not all(0 <= p < seq_len for p in phases):
+        raise UserError(f"--phases must be integers in 0..{seq_len - 1} (--seq_len {seq_len}), got {text!r}")
+    return phases
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .sample import load_model  # the command only: the training loop does not need the sampling module
+
+    args = build_parser().parse_args(argv)
+    if args.seq_len <= 0 or args.batch_size <= 0:
+        raise UserError("--seq_len and --batch_size must be positive integers")
+    phases = parse_phases(args.phases, args.seq_len)
+    tokens = encode_file(args.input_file)
+    if len(tokens) <= max(phases) + args.seq_len:
+        raise UserError(f"{args.input_file} has {len(tokens)} tokens: too few for --seq_len {args.seq_len}")
+    device = pick_device(args.device)
+    model = load_model(args.checkpoint, device)
+    if args.seq_len > model.config.block_size:
+        raise UserError(f"--seq_len {args.seq_len} is longer than the model's context of {model.config.block_size}")
+    amp = resolve_amp(args.amp, device)
+    print(f"{args.checkpoint}: {model.num_params():,} parameters on {device}, amp {amp}", file=sys.stderr)
+    print("| phase | tokens predicted | full-corpus loss | seconds |\n| ---: | ---: | ---: | ---: |")
+    for phase in phases:
+        t0 = time.perf_counter()
+        loss = corpus_loss(model, tokens[phase:], args.seq_len, args.batch_size, device, amp)
+        print(f"| {phase} | {len(tokens) - 1 - phase:,} | {loss:.6f} | {time.perf_counter() - t0:.1f} |", flush=True)
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()

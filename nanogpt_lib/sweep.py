@@ -70,7 +70,15 @@ def run_trial(
     model.train()
     optimizer = make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    batches = Batches(tokens, cfg.batch_size, cfg.seq_len, device, cfg.seed, cfg.sampling)
+    batches = Batches(
+        tokens,
+        cfg.batch_size,
+        cfg.seq_len,
+        device,
+        cfg.seed,
+        cfg.sampling,
+        aligned_after_passes=cfg.aligned_after_passes,
+    )
     row: dict[str, Any] = {"steps": 0, "train_s": 0.0, "warmup_s": 0.0, "eval_s": 0.0, "step_cross": None,
                            "corpus_cross": None, "result": ""}  # fmt: skip
     last_eval = -math.inf

@@ -254,6 +254,18 @@ def summary_record(trainer: Trainer, status: str, stopped_by: str | None, corpus
     }
 
 
+RESUME_FLAGS = ("resume", "overwrite")  # how a session was started, not what it trains
+
+
+def changed_options(before: dict[str, Any], now: dict[str, Any]) -> dict[str, list[Any]]:
+    """The training options that a resume changed, as {name: [before, now]} (an option new since then: before None)."""
+    return {
+        name: [before.get(name), value]
+        for name, value in now.items()
+        if name not in RESUME_FLAGS and before and before.get(name) != value
+    }
+
+
 def run_config_record(trainer: Trainer, previous: dict[str, Any]) -> dict[str, Any]:
     """run_config.json: the options, model, device and software of the run; the first session's command and start."""
     return {
@@ -397,7 +409,15 @@ class Trainer:
         self.optimizer = make_optimizer(self.raw_model, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.batches = Batches(
-            self.tokens, cfg.batch_size, cfg.seq_len, self.device, cfg.seed, cfg.sampling, group.rank, group.world_size
+            self.tokens,
+            cfg.batch_size,
+            cfg.seq_len,
+            self.device,
+            cfg.seed,
+            cfg.sampling,
+            group.rank,
+            group.world_size,
+            cfg.aligned_after_passes,
         )
         wrapped = self.raw_model
         if group.enabled:
@@ -448,7 +468,19 @@ class Trainer:
                 state.timers["elapsed_s"] += lost_s
                 state.timers["lost_s"] += lost_s
                 lost = {"steps_redone": int(last_row["step"]) - state.step, "seconds_lost": round(lost_s, 3)}
-            self.resumes.append({"step": state.step, "time": _now(), "command": self.command, **lost})
+            changed = changed_options(previous.get("train_config", {}), self.cfg.to_dict())
+            self.resumes.append(
+                {
+                    "step": state.step,
+                    "time": _now(),
+                    "command": self.command,
+                    **lost,
+                    **({"changed": changed} if changed else {}),
+                }
+            )
+            if changed:
+                what = ", ".join(f"{name} {before!r} -> {now!r}" for name, (before, now) in changed.items())
+                self._say(f"Options changed at this resume (recorded in run_config.json): {what}")
         self.run_dir.write_run_config(run_config_record(self, previous))
 
     # ------------------------------------------------------------------ checkpoints, samples, evaluation

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from nanogpt_lib.config import TrainConfig
 from nanogpt_lib.data import Batches, eval_windows
 from nanogpt_lib.errors import UserError
 from nanogpt_lib.tokenizer import decode, encode, encode_file
@@ -168,3 +169,23 @@ def test_the_tokenizer_comes_from_the_packaged_files_with_their_hash_checked(tmp
     tampered.write_bytes(files["vocab.bpe"].read_bytes() + b"x")
     with pytest.raises(ValueError):
         tokenizer.encoding_from_files({**files, "vocab.bpe": tampered})
+
+
+def test_passes_after_the_aligned_count_train_on_exactly_the_windows_of_the_full_corpus_loss() -> None:
+    tokens = np.arange(1000, dtype=np.uint16)
+    seq_len = 16
+    batches = Batches(tokens, 5, seq_len, "cpu", seed=2, sampling="epoch", aligned_after_passes=2)
+    measured = {int(x[0, 0]) for x, _ in eval_windows(tokens, seq_len, batch_size=1) if x.shape[1] == seq_len}
+    phases = []
+    for _ in range(5):
+        batches.next()
+        phases.append(int(batches.pass_starts.min()))
+        if batches.passes > 2:
+            assert set(batches.pass_starts.tolist()) == measured  # every full window of the full-corpus loss
+        batches.pass_position = len(batches.pass_starts)  # on to the next pass
+    assert phases[2:] == [0, 0, 0] and phases[:2] != [0, 0]
+    unaligned = Batches(tokens, 5, seq_len, "cpu", seed=2, sampling="epoch")
+    unaligned.next()
+    assert int(unaligned.pass_starts.min()) == phases[0]  # the first passes draw as without the option
+    with pytest.raises(UserError, match="--sampling epoch"):
+        TrainConfig(sampling="random", aligned_after_passes=3).validate()

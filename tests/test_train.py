@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogpt_lib import checkpoint
+from nanogpt_lib import checkpoint, evaluate
 from nanogpt_lib.config import TrainConfig, model_config
-from nanogpt_lib.errors import run_cli
+from nanogpt_lib.errors import EXIT_USER_ERROR, run_cli
 from nanogpt_lib.model import GPT
 from nanogpt_lib.runlog import METRICS_COLUMNS
 from nanogpt_lib.train import accumulate_gradients, lr_at, main
@@ -139,7 +139,9 @@ def test_resume_continues_exactly(small_corpus: Path, tmp_path: Path) -> None:
     assert a["data"]["tokens_seen"] == b["data"]["tokens_seen"] == 6 * 128
     config = json.loads((split / "run_config.json").read_text())
     assert [r["step"] for r in config["resumes"]] == [3]
-    assert "Resumed from" in (split / "logs" / "train.log").read_text()
+    assert config["resumes"][0]["changed"] == {"steps": [3, 6]}  # what the resume changed; --resume itself is not
+    log = (split / "logs" / "train.log").read_text()
+    assert "Resumed from" in log and "Options changed at this resume (recorded in run_config.json): steps 3 -> 6" in log
     summary = json.loads((split / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["tokens_seen"] == 768
 
@@ -234,3 +236,19 @@ def test_the_continue_command_resumes_whatever_started_the_run(tmp_path: Path) -
         assert again.resume and not again.overwrite and again.steps == 9
     two = continue_command(["--steps", "9"], parse_train_args(["--steps", "9"], prog="t", description="t"), Group(0, 2))
     assert two.startswith("torchrun --standalone --nproc_per_node=2 -m nanogpt_lib.train --steps 9")
+
+
+def test_evaluate_cli_gives_the_loops_full_corpus_loss_at_phase_0_and_others_elsewhere(
+    small_corpus: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "run"
+    assert train(*tiny_args(small_corpus, out, "--eval_every", "6")) == 0
+    logged = float(json.loads((out / "summary.json").read_text())["full_corpus_loss"])
+    capsys.readouterr()  # the training run's own output
+    args = ["--checkpoint", str(out / "checkpoints" / "last.pt"), "--input_file", str(small_corpus), "--seq_len", "32"]
+    assert evaluate.main([*args, "--phases", "0,5", "--device", "cpu", "--amp", "off"]) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines()[2:]]
+    losses = {int(row[1]): float(row[3]) for row in rows}
+    assert losses[0] == pytest.approx(logged, abs=1e-6) and losses[5] != losses[0]
+    assert run_cli(evaluate.main, [*args, "--phases", "32"]) == EXIT_USER_ERROR
+    assert "--phases must be integers in 0..31" in capsys.readouterr().err
