@@ -196,7 +196,18 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise UserError(f"unknown training option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        return cls(**values)
+        return cls(**{name: _number(name, value) for name, value in values.items()})
+
+
+def _number(name: str, value: Any) -> Any:
+    """A numeric option given as text, as YAML reads ``3e-5`` (no dot: a string in YAML 1.1), made a number."""
+    kind = {"float": float, "int": int}.get(_field(name).type)
+    if kind is None or not isinstance(value, str):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        raise UserError(f"--{name} must be a number, got {value!r}") from None
 
 
 def _field(name: str) -> dataclasses.Field:

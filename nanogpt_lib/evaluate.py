@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from .data import eval_windows
 from .device import DEVICE_CHOICES, autocast, pick_device, resolve_amp
 from .distributed import Group
 from .errors import UserError, run_cli
+from .rundir import CHECKPOINTS, RunDir
 from .tokenizer import encode_file
 
 SINGLE = Group()  # one process: nothing to reduce
@@ -69,16 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--checkpoint", required=True, help="path to best.pt or last.pt of a run")
     parser.add_argument(
-        "--input_file", default=TrainConfig.input_file, help="the text the run trained on (default: %(default)s)"
+        "--input_file",
+        help=f"the text the run trained on (default: the run's, from run_config.json next to checkpoints/, "
+        f"else {TrainConfig.input_file})",
     )
-    parser.add_argument(
-        "--seq_len", type=int, default=TrainConfig.seq_len, help="window length, as in training (default: %(default)s)"
-    )
+    parser.add_argument("--seq_len", type=int, help=f"window length (default: the run's, else {TrainConfig.seq_len})")
     parser.add_argument("--phases", default="0", help="comma-separated phases, each in 0..seq_len-1 (default: 0)")
-    parser.add_argument("--batch_size", type=int, default=TrainConfig.batch_size, help="windows per forward pass")
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        help="windows per forward pass (default: the run's batch_size x grad_accum, as the loop)",
+    )
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where to run (default: auto)")
     parser.add_argument(
-        "--amp", default="auto", choices=("auto", "off", "fp16", "bf16"), help="mixed precision, as --amp of training"
+        "--amp",
+        choices=("auto", "off", "fp16", "bf16"),
+        help="mixed precision, as --amp of training (default: the run's, else auto)",
     )
     return parser
 
@@ -93,10 +101,30 @@ def parse_phases(text: str, seq_len: int) -> list[int]:
     return phases
 
 
+def run_options(checkpoint_path: str) -> dict:
+    """The training options of the run a checkpoint belongs to (``<run>/checkpoints/*.pt``), or {}."""
+    folder = Path(checkpoint_path).resolve().parent
+    if folder.name != CHECKPOINTS:
+        return {}
+    try:
+        return RunDir(folder.parent).read_run_config().get("train_config") or {}
+    except UserError:  # an unreadable run_config.json: fall back to the defaults, as for a lone checkpoint
+        return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     from .sample import load_model  # the command only: the training loop does not need the sampling module
 
     args = build_parser().parse_args(argv)
+    run = run_options(args.checkpoint)
+    if args.input_file is None:
+        args.input_file = run.get("input_file", TrainConfig.input_file)
+    if args.seq_len is None:
+        args.seq_len = int(run.get("seq_len", TrainConfig.seq_len))
+    if args.batch_size is None:
+        args.batch_size = int(run.get("batch_size", TrainConfig.batch_size)) * int(run.get("grad_accum", 1))
+    if args.amp is None:
+        args.amp = run.get("amp", "auto")
     if args.seq_len <= 0 or args.batch_size <= 0:
         raise UserError("--seq_len and --batch_size must be positive integers")
     phases = parse_phases(args.phases, args.seq_len)
@@ -108,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.seq_len > model.config.block_size:
         raise UserError(f"--seq_len {args.seq_len} is longer than the model's context of {model.config.block_size}")
     amp = resolve_amp(args.amp, device)
-    print(f"{args.checkpoint}: {model.num_params():,} parameters on {device}, amp {amp}", file=sys.stderr)
+    print(
+        f"{args.checkpoint}: {model.num_params():,} parameters on {device}, amp {amp}; {args.input_file}, windows of "
+        f"{args.seq_len} tokens, {args.batch_size} per batch" + (" (the run's options)" if run else ""),
+        file=sys.stderr,
+    )
     print("| phase | tokens predicted | full-corpus loss | seconds |\n| ---: | ---: | ---: | ---: |")
     for phase in phases:
         t0 = time.perf_counter()

@@ -255,15 +255,30 @@ def summary_record(trainer: Trainer, status: str, stopped_by: str | None, corpus
 
 
 RESUME_FLAGS = ("resume", "overwrite")  # how a session was started, not what it trains
+PATH_OPTIONS = ("out_dir", "input_file")
 
 
 def changed_options(before: dict[str, Any], now: dict[str, Any]) -> dict[str, list[Any]]:
-    """The training options that a resume changed, as {name: [before, now]} (an option new since then: before None)."""
-    return {
-        name: [before.get(name), value]
-        for name, value in now.items()
-        if name not in RESUME_FLAGS and before and before.get(name) != value
-    }
+    """The training options that a resume changed, as {name: [before, now]}.
+
+    An option that the run's run_config.json does not name yet (a run started by an older version) counts as its
+    default; paths count as the files they name (``out/x`` and ``./out/x`` are the same run).
+    """
+    if not before:
+        return {}
+    defaults = TrainConfig().to_dict()
+
+    def same(name: str, a: Any, b: Any) -> bool:
+        if name in PATH_OPTIONS and isinstance(a, str) and isinstance(b, str):
+            return Path(a).resolve() == Path(b).resolve()
+        return a == b
+
+    changed = {}
+    for name, value in now.items():
+        old = before.get(name, defaults.get(name))
+        if name not in RESUME_FLAGS and not same(name, old, value):
+            changed[name] = [old, value]
+    return changed
 
 
 def run_config_record(trainer: Trainer, previous: dict[str, Any]) -> dict[str, Any]:

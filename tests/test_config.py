@@ -95,3 +95,10 @@ def test_from_dict_refuses_unknown_names() -> None:
     assert TrainConfig.from_dict({"steps": 5}).steps == 5
     with pytest.raises(UserError, match="unknown training option.*stpes"):
         TrainConfig.from_dict({"stpes": 5})
+
+
+def test_numbers_written_as_yaml_reads_them_become_numbers() -> None:
+    config = TrainConfig.from_dict({"min_lr": "3e-5", "lr": "1E-4", "steps": "7"})  # YAML 1.1: "3e-5" is text
+    assert (config.min_lr, config.lr, config.steps) == (3e-5, 1e-4, 7)
+    with pytest.raises(UserError, match="--lr must be a number, got 'fast'"):
+        TrainConfig.from_dict({"lr": "fast"})

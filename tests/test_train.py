@@ -17,7 +17,7 @@ from nanogpt_lib.config import TrainConfig, model_config
 from nanogpt_lib.errors import EXIT_USER_ERROR, run_cli
 from nanogpt_lib.model import GPT
 from nanogpt_lib.runlog import METRICS_COLUMNS
-from nanogpt_lib.train import accumulate_gradients, lr_at, main
+from nanogpt_lib.train import accumulate_gradients, changed_options, lr_at, main
 
 from .conftest import run_module, tiny_args
 
@@ -245,10 +245,24 @@ def test_evaluate_cli_gives_the_loops_full_corpus_loss_at_phase_0_and_others_els
     assert train(*tiny_args(small_corpus, out, "--eval_every", "6")) == 0
     logged = float(json.loads((out / "summary.json").read_text())["full_corpus_loss"])
     capsys.readouterr()  # the training run's own output
-    args = ["--checkpoint", str(out / "checkpoints" / "last.pt"), "--input_file", str(small_corpus), "--seq_len", "32"]
-    assert evaluate.main([*args, "--phases", "0,5", "--device", "cpu", "--amp", "off"]) == 0
+    args = ["--checkpoint", str(out / "checkpoints" / "last.pt"), "--device", "cpu"]  # the rest from run_config.json
+    assert evaluate.main([*args, "--phases", "0,5"]) == 0
     rows = [line.split("|") for line in capsys.readouterr().out.splitlines()[2:]]
     losses = {int(row[1]): float(row[3]) for row in rows}
     assert losses[0] == pytest.approx(logged, abs=1e-6) and losses[5] != losses[0]
     assert run_cli(evaluate.main, [*args, "--phases", "32"]) == EXIT_USER_ERROR
     assert "--phases must be integers in 0..31" in capsys.readouterr().err
+
+
+def test_a_resume_reports_only_the_options_it_really_changed() -> None:
+    before = TrainConfig(out_dir="out/run", steps=100).to_dict()
+    del before["aligned_after_passes"]  # a run started before the option existed: it counts as its default
+    same = TrainConfig(out_dir="./out/run", steps=100, resume=True).to_dict()
+    assert changed_options(before, same) == {}
+    longer = TrainConfig(out_dir="out/run", steps=200, aligned_after_passes=3, sampling="epoch").to_dict()
+    assert changed_options(before, longer) == {
+        "steps": [100, 200],
+        "sampling": ["random", "epoch"],
+        "aligned_after_passes": [0, 3],
+    }
+    assert changed_options({}, longer) == {}  # nothing recorded before: nothing to compare
