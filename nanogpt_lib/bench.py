@@ -29,6 +29,7 @@ import torch
 from .atomic import atomic_write
 from .config import GPTConfig, TrainConfig, model_config
 from .device import (
+    AMP_CHOICES,
     DEVICE_CHOICES,
     autocast,
     configure_backends,
@@ -271,9 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=4, help="sequences per micro-batch (default: 4)")
     p.add_argument("--seq_len", type=int, default=128, help="tokens per sequence (default: 128)")
     p.add_argument("--grad_accum", type=int, default=1, help="micro-batches per step (default: 1)")
-    p.add_argument(
-        "--amp", default="auto", choices=("auto", "off", "fp16", "bf16"), help="mixed precision (default: auto)"
-    )
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES, help="mixed precision (default: auto)")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--repeats", type=int, default=7, help="alternating repeats per model (default: 7)")
     p.add_argument("--steps", type=int, default=3, help="optimizer steps timed per repeat (default: 3)")

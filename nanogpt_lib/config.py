@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .device import DEVICE_CHOICES
+from .device import AMP_CHOICES, DEVICE_CHOICES
 from .errors import UserError
 
 
@@ -104,7 +104,7 @@ class TrainConfig:
         "auto",
         "mixed precision (auto: bf16 on CUDA GPUs that have it, fp16 on older ones; bf16 on CPUs with native bf16 "
         "matrix instructions (AMX, AVX512-BF16), fp32 on other CPUs and on MPS)",
-        choices=("auto", "off", "fp16", "bf16"),
+        choices=AMP_CHOICES,
     )
     compile: bool = _opt(False, "compile the model with torch.compile")
     seed: int = _opt(1337, "random seed for initialisation, batches and samples")

@@ -12,6 +12,7 @@ import torch
 from .errors import UserError
 
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")  # the values of every --device flag
+AMP_CHOICES = ("auto", "off", "fp16", "bf16")  # the values of every --amp flag
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

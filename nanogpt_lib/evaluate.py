@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,10 +18,11 @@ import torch.nn.functional as F
 
 from .config import TrainConfig
 from .data import eval_windows
-from .device import DEVICE_CHOICES, autocast, pick_device, resolve_amp
+from .device import AMP_CHOICES, DEVICE_CHOICES, autocast, pick_device, resolve_amp
 from .distributed import Group
 from .errors import UserError, run_cli
-from .rundir import CHECKPOINTS, RunDir
+from .rundir import RunDir
+from .sample import load_model
 from .tokenizer import encode_file
 
 SINGLE = Group()  # one process: nothing to reduce
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where to run (default: auto)")
     parser.add_argument(
         "--amp",
-        choices=("auto", "off", "fp16", "bf16"),
+        choices=AMP_CHOICES,
         help="mixed precision, as --amp of training (default: the run's, else auto)",
     )
     return parser
@@ -103,18 +103,16 @@ def parse_phases(text: str, seq_len: int) -> list[int]:
 
 def run_options(checkpoint_path: str) -> dict:
     """The training options of the run a checkpoint belongs to (``<run>/checkpoints/*.pt``), or {}."""
-    folder = Path(checkpoint_path).resolve().parent
-    if folder.name != CHECKPOINTS:
+    run_dir = RunDir.of_checkpoint(checkpoint_path)
+    if run_dir is None:
         return {}
     try:
-        return RunDir(folder.parent).read_run_config().get("train_config") or {}
+        return run_dir.read_run_config().get("train_config") or {}
     except UserError:  # an unreadable run_config.json: fall back to the defaults, as for a lone checkpoint
         return {}
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .sample import load_model  # the command only: the training loop does not need the sampling module
-
     args = build_parser().parse_args(argv)
     run = run_options(args.checkpoint)
     if args.input_file is None:

@@ -37,7 +37,7 @@ import torch
 from . import checkpoint
 from .errors import UserError, run_cli
 from .model import GPT
-from .rundir import CHECKPOINTS, RunDir
+from .rundir import RunDir
 from .tokenizer import BPE_FILES, BPE_PACKAGE, encode, packaged_bpe_files
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -75,10 +75,9 @@ def read_run(checkpoint_path: Path) -> tuple[RunDir | None, dict[str, Any], dict
     """The run directory two levels above the checkpoint (``<run>/checkpoints/best.pt``), its summary.json and
     run_config.json; each is ``{}`` where it is missing or unreadable (the card then says "not available"). A
     checkpoint outside a run's ``checkpoints/`` folder has no run: (None, {}, {})."""
-    folder = checkpoint_path.resolve().parent
-    if folder.name != CHECKPOINTS:
+    run_dir = RunDir.of_checkpoint(checkpoint_path)
+    if run_dir is None:
         return None, {}, {}
-    run_dir = RunDir(folder.parent)
     found = []
     for read in (run_dir.read_summary, run_dir.read_run_config):
         try:

@@ -47,6 +47,12 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.root)!r})"
 
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | os.PathLike) -> RunDir | None:
+        """The run directory a checkpoint sits in (``<run>/checkpoints/best.pt``), or None for one outside a run."""
+        folder = Path(checkpoint).resolve().parent
+        return cls(folder.parent) if folder.name == CHECKPOINTS else None
+
     # ------------------------------------------------------------------ writing: set-up for a run
 
     def holds_run(self) -> bool:

@@ -432,7 +432,7 @@ class Trainer:
             cfg.sampling,
             group.rank,
             group.world_size,
-            cfg.aligned_after_passes,
+            aligned_after_passes=cfg.aligned_after_passes,
         )
         wrapped = self.raw_model
         if group.enabled:
