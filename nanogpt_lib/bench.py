@@ -3,7 +3,7 @@
     python -m nanogpt_lib.bench --device cpu --model tiny --batch_size 4 --seq_len 128 --repeats 7
 
 Both models start from the same weights (copied with ``hf_compat.to_transformers``), train on the same
-batches with the same optimizer (AdamW from ``train.make_optimizer``, gradients clipped at norm 1.0 as in
+batches with the same optimizer (AdamW from ``optim.make_optimizers``, gradients clipped at norm 1.0 as in
 training), dtype/autocast and compile setting.
 Each model computes its loss its own way (ours inside ``GPT.forward``, transformers' with its
 ``loss_function`` on the same shifted targets). After warm-up the two run in turns, A B A B ..., and each
@@ -41,7 +41,8 @@ from .device import (
 from .errors import UserError, run_cli
 from .model import GPT
 from .model_stats import flops_per_token
-from .train import clip_gradients, make_optimizer
+from .optim import make_optimizers
+from .train import clip_gradients
 
 # Dense (no sparsity) tensor-core peaks from NVIDIA's data sheets, in TFLOP/s: {name fragment: {dtype: peak}}.
 # Matched against torch.cuda.get_device_name(); an unknown card gets no MFU rather than a borrowed figure.
@@ -113,7 +114,7 @@ def build(args: argparse.Namespace, device: torch.device) -> tuple[list[Contende
         model.train()
         runner = torch.compile(model) if args.compile else model
         loss_of = _ours(runner) if name == "ours" else _theirs(runner, model)
-        contender = Contender(name, runner, loss_of, make_optimizer(model, opt_cfg))
+        contender = Contender(name, runner, loss_of, make_optimizers(model, opt_cfg)[0])
         if name == "ours":  # our training loop's clipping
             contender.clip = lambda m: clip_gradients(m, GRAD_CLIP, device)
         else:  # what transformers' Trainer does

@@ -52,19 +52,23 @@ def weights_record(model: torch.nn.Module, step: int, loss: float, reason: str) 
 def resume_record(
     model: torch.nn.Module,
     train_config: dict[str, Any],
-    optimizer: torch.optim.Optimizer,
+    optimizers: list[torch.optim.Optimizer],
     scaler: torch.amp.GradScaler,
     data: dict[str, Any],
     rng: dict[str, Any],
     loop: dict[str, Any],
 ) -> dict[str, Any]:
-    """What last.pt holds: everything an exact resume needs (live tensors: the background writer copies them)."""
+    """What last.pt holds: everything an exact resume needs (live tensors: the background writer copies them).
+
+    ``optimizer`` is AdamW's state; with ``--optimizer muon`` Muon's is ``muon`` beside it.
+    """
     return {
         "kind": KIND_RESUME,
         "model": clean_state_dict(model.state_dict()),
         "model_config": dataclasses.asdict(model.config),
         "train_config": train_config,
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizers[0].state_dict(),  # AdamW
+        **({"muon": optimizers[1].state_dict()} if len(optimizers) > 1 else {}),
         "scaler": scaler.state_dict(),
         "data": data,
         "rng": rng,

@@ -17,6 +17,9 @@ from typing import Any
 from .device import AMP_CHOICES, DEVICE_CHOICES
 from .errors import UserError
 
+# epoch sampling: where each pass cuts the corpus into windows (see data.Batches)
+WINDOW_ORDERS = ("random_phase", "measured", "measured_in_decay")
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -74,17 +77,40 @@ class TrainConfig:
         "windows in a fresh random order at a random phase each pass)",
         choices=("random", "epoch"),
     )
+    window_order: str = _opt(
+        "random_phase",
+        "epoch sampling: where each pass cuts its windows: at a random phase (the model learns every cut of the "
+        "text), at phase 0 (exactly the windows of the full-corpus loss), or at random phases until the wsd decay "
+        "and at phase 0 from the first pass that begins in it",
+        choices=WINDOW_ORDERS,
+    )
     aligned_after_passes: int = _opt(
         0,
         "epoch sampling: the passes after this many start at phase 0, on exactly the windows of the full-corpus loss "
-        "(0: every pass at a random phase)",
+        "(0: as --window_order says)",
     )
     grad_accum: int = _opt(4, "micro-batches per optimizer step (tokens/step = batch_size*seq_len*grad_accum)")
-    lr: float = _opt(3e-4, "peak learning rate")
-    lr_schedule: str = _opt("constant", "learning-rate schedule after warm-up", choices=("constant", "cosine"))
+    optimizer: str = _opt(
+        "adamw",
+        "adamw for every parameter, or muon for the 2-D matrices inside the transformer blocks (at --muon_lr) and "
+        "AdamW (at --lr) for the embeddings, gains and biases",
+        choices=("adamw", "muon"),
+    )
+    lr: float = _opt(3e-4, "peak learning rate (of AdamW)")
+    muon_lr: float = _opt(0.02, "peak learning rate of Muon (with --optimizer muon)")
+    muon_momentum: float = _opt(0.95, "Muon momentum (Nesterov)")
+    lr_schedule: str = _opt(
+        "constant",
+        "learning-rate schedule after warm-up: constant, cosine down to --min_lr, or wsd (stable at the peak, then "
+        "a straight line down to --min_lr over the last --cooldown_frac of the schedule)",
+        choices=("constant", "cosine", "wsd"),
+    )
     warmup_steps: int = _opt(0, "steps of linear learning-rate warm-up from 0 to --lr")
-    min_lr: float = _opt(3e-5, "final learning rate of the cosine schedule")
-    decay_steps: int = _opt(0, "the step at which the cosine schedule reaches --min_lr and stays there (0: --steps)")
+    min_lr: float = _opt(3e-5, "final learning rate of the cosine and wsd schedules (Muon's: the same fraction)")
+    decay_steps: int = _opt(
+        0, "the step at which the cosine or wsd schedule reaches --min_lr and stays there (0: --steps)"
+    )
+    cooldown_frac: float = _opt(0.3, "wsd schedule: the last fraction of its steps (after warm-up) spent decaying")
     weight_decay: float = _opt(0.01, "AdamW weight decay on weight matrices (never on biases and norms)")
     beta1: float = _opt(0.9, "AdamW beta1")
     beta2: float = _opt(0.95, "AdamW beta2")
@@ -157,14 +183,19 @@ class TrainConfig:
             raise UserError(
                 f"--decay_steps ({self.decay_steps}) must come after the warm-up (--warmup_steps {self.warmup_steps})"
             )
-        if self.lr_schedule == "cosine" and not 0 <= self.min_lr <= self.lr:
+        if self.lr_schedule != "constant" and not 0 <= self.min_lr <= self.lr:
             raise UserError(
-                f"--min_lr must be between 0 and --lr ({self.lr}) for the cosine schedule, got {self.min_lr}"
+                f"--min_lr must be between 0 and --lr ({self.lr}) for the {self.lr_schedule} schedule, "
+                f"got {self.min_lr}"
             )
+        if not 0 < self.cooldown_frac <= 1:
+            raise UserError(f"--cooldown_frac must be in (0, 1], got {self.cooldown_frac}")
+        if not self.muon_lr > 0:
+            raise UserError(f"--muon_lr must be > 0, got {self.muon_lr}")
         for name in ("weight_decay", "grad_clip"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("beta1", "beta2", "dropout"):
+        for name in ("beta1", "beta2", "dropout", "muon_momentum"):
             if not 0 <= getattr(self, name) < 1:
                 raise UserError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
         if not self.prompt:
@@ -172,12 +203,16 @@ class TrainConfig:
         check_temperature(self.temperature)
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other; pass only one")
-        for name in ("model", "sampling", "lr_schedule", "stop_on", "device", "amp"):
+        for name in ("model", "sampling", "window_order", "optimizer", "lr_schedule", "stop_on", "device", "amp"):
             choices = _field(name).metadata["choices"]
             if getattr(self, name) not in choices:
                 raise UserError(f"--{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
         if self.aligned_after_passes and self.sampling != "epoch":
             raise UserError("--aligned_after_passes applies to passes over the corpus: use it with --sampling epoch")
+        if self.window_order != "random_phase" and self.sampling != "epoch":
+            raise UserError(f"--window_order {self.window_order} orders passes over the corpus: use --sampling epoch")
+        if self.window_order == "measured_in_decay" and self.lr_schedule != "wsd":
+            raise UserError("--window_order measured_in_decay switches at the wsd decay: use --lr_schedule wsd")
         block_size = PRESETS[self.model].block_size
         if self.seq_len > block_size:
             raise UserError(f"--seq_len {self.seq_len} is longer than the {self.model} context of {block_size} tokens")

@@ -5,13 +5,16 @@ the window without its first, so position t of ``y`` is the token that follows p
 to place them (``--sampling``):
 
 - ``random``: each window at an offset drawn uniformly; over a run some tokens are seen more often than others.
-- ``epoch``: passes over the corpus. Each pass cuts the stream into consecutive windows starting at a random
-  phase (0 .. seq_len - 1, so window boundaries move from pass to pass) and visits them in a fresh random
-  order; every token is a target once per pass. With ``aligned_after_passes`` N > 0, the passes after the
-  first N all start at phase 0: their windows are exactly those of the full-corpus loss (below). A model with
-  learned absolute positions partly memorises where in a window each token falls, so its loss at a phase it has
-  not just trained on stays higher than at the phase of its latest pass; aligned passes train on the windows that
-  are measured.
+- ``epoch``: passes over the corpus. Each pass cuts the stream into consecutive windows and visits them in a
+  fresh random order; every token is a target once per pass. Where the cuts fall (``window_order``):
+  ``random_phase`` starts each pass at a random phase (0 .. seq_len - 1, so window boundaries move from pass to
+  pass); ``measured`` starts every pass at phase 0, on exactly the windows of the full-corpus loss (below);
+  ``measured_in_decay`` draws random phases until the token count at which the learning rate starts to decay
+  (``measured_from_tokens``) and phase 0 for every pass that begins after it. ``aligned_after_passes`` N > 0 makes
+  the passes after the first N start at phase 0 too. A model with learned absolute positions partly memorises
+  where in a window each token falls: trained on one cut only, it knows the text at that cut and little
+  elsewhere; trained on random cuts, its loss at the measured cut stays a little above its loss at the cut of its
+  latest pass. The phase is drawn even when it is not used, so every order draws the same stream of numbers.
 
 Offsets come from a seeded generator whose state goes into the checkpoint (with the current pass, for
 ``epoch``), so a resumed run draws exactly the batches the uninterrupted run would have drawn.
@@ -32,6 +35,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from .config import WINDOW_ORDERS
 from .errors import UserError
 
 SAMPLINGS = ("random", "epoch")
@@ -51,9 +55,15 @@ class Batches:
         rank: int = 0,
         world_size: int = 1,
         aligned_after_passes: int = 0,
+        window_order: str = "random_phase",
+        measured_from_tokens: int | None = None,
     ):
         if sampling not in SAMPLINGS:
             raise UserError(f"--sampling must be one of {', '.join(SAMPLINGS)}; got {sampling!r}")
+        if window_order not in WINDOW_ORDERS:
+            raise UserError(f"--window_order must be one of {', '.join(WINDOW_ORDERS)}; got {window_order!r}")
+        if window_order == "measured_in_decay" and measured_from_tokens is None:
+            raise UserError("--window_order measured_in_decay needs the token count at which the decay begins")
         if len(tokens) < seq_len + 1:
             raise UserError(
                 f"the input has {len(tokens)} tokens, fewer than --seq_len + 1 = {seq_len + 1}; "
@@ -71,6 +81,8 @@ class Batches:
         self.tokens_seen = 0
         self.sampling = sampling
         self.aligned_after_passes = aligned_after_passes  # epoch sampling: later passes start at phase 0 (0: never)
+        self.window_order = window_order
+        self.measured_from_tokens = measured_from_tokens  # measured_in_decay: passes begun after this are at phase 0
         self.passes = 0  # epoch sampling: passes begun so far
         self.pass_starts = torch.zeros(0, dtype=torch.int64)  # window starts of the current pass, in visiting order
         self.pass_position = 0  # how many of them were drawn
@@ -93,7 +105,7 @@ class Batches:
             if self.pass_position == len(self.pass_starts):
                 phases = min(self.seq_len, self.num_tokens - self.seq_len)  # each leaves room for a window
                 phase = int(torch.randint(phases, (1,), generator=self.generator))
-                if 0 < self.aligned_after_passes <= self.passes:
+                if self._measured_pass():
                     phase = 0  # the windows of the full-corpus loss (drawn all the same: one stream of draws)
                 n_windows = (self.num_tokens - 1 - phase) // self.seq_len
                 order = torch.randperm(n_windows, generator=self.generator)
@@ -104,6 +116,12 @@ class Batches:
             count -= len(chunk)
             taken.append(chunk)
         return torch.cat(taken)
+
+    def _measured_pass(self) -> bool:
+        """Whether the pass about to begin starts at phase 0 (see the module's text)."""
+        if 0 < self.aligned_after_passes <= self.passes or self.window_order == "measured":
+            return True
+        return self.window_order == "measured_in_decay" and self.tokens_seen >= self.measured_from_tokens
 
     @property
     def epochs(self) -> float:

@@ -33,8 +33,9 @@ from .device import DEVICE_CHOICES, configure_backends, device_name, pick_device
 from .errors import UserError, run_cli
 from .evaluate import corpus_loss
 from .model import GPT
+from .optim import make_optimizers
 from .tokenizer import encode_file, get_tokenizer, read_text
-from .train import make_optimizer, training_step
+from .train import measured_from_tokens, training_step
 
 COLUMNS = (
     "trial", "tokens/step", "seq_len", "sampling", "lr", "warmup", "schedule", "weight decay", "steps", "tokens",
@@ -68,7 +69,7 @@ def run_trial(
     torch.manual_seed(cfg.seed)
     model.reset_parameters()
     model.train()
-    optimizer = make_optimizer(model, cfg)
+    optimizers = make_optimizers(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     batches = Batches(
         tokens,
@@ -78,6 +79,8 @@ def run_trial(
         cfg.seed,
         cfg.sampling,
         aligned_after_passes=cfg.aligned_after_passes,
+        window_order=cfg.window_order,
+        measured_from_tokens=measured_from_tokens(cfg, cfg.tokens_per_step),
     )
     row: dict[str, Any] = {"steps": 0, "train_s": 0.0, "warmup_s": 0.0, "eval_s": 0.0, "step_cross": None,
                            "corpus_cross": None, "result": ""}  # fmt: skip
@@ -96,7 +99,7 @@ def run_trial(
         step += 1
         synchronize(device)
         t0 = time.perf_counter()
-        loss, _, _ = training_step(runner, model, optimizer, scaler, batches.next, cfg, step, device, amp)
+        loss, _, _ = training_step(runner, model, optimizers, scaler, batches.next, cfg, step, device, amp)
         value = loss.item()
         seconds = time.perf_counter() - t0
         row["warmup_s" if step == 1 else "train_s"] += seconds  # the first step may compile a new shape

@@ -42,39 +42,12 @@ from .evaluate import corpus_loss
 from .interrupts import StopRequests
 from .loop_state import LoopState
 from .model import GPT
+from .optim import decay_start, describe, make_optimizers, set_learning_rates
 from .rundir import RunDir
 from .sample import generate_text
 from .tokenizer import encode_file, get_tokenizer
 
 EVENTS = ("on_start", "on_message", "on_log", "on_sample", "on_end")
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of optimizer step ``step`` (1-based): linear warm-up, then constant or cosine decay.
-
-    The cosine decays from ``lr`` to ``min_lr`` at ``decay_steps`` (or at ``steps``) and stays at ``min_lr`` after.
-    """
-    if step <= cfg.warmup_steps:
-        return cfg.lr * step / cfg.warmup_steps
-    if cfg.lr_schedule == "constant":
-        return cfg.lr
-    end = cfg.decay_steps or cfg.steps
-    progress = (step - cfg.warmup_steps) / max(1, end - cfg.warmup_steps)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))) * (cfg.lr - cfg.min_lr)
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on weight matrices and embeddings only, fused where the device has it."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},  # biases and LayerNorm gains
-    ]
-    kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    try:
-        return torch.optim.AdamW(groups, fused=True, **kwargs)
-    except (RuntimeError, TypeError):  # no fused kernel for this device or dtype
-        return torch.optim.AdamW(groups, **kwargs)
 
 
 def accumulate_gradients(
@@ -120,7 +93,7 @@ def clip_gradients(model: torch.nn.Module, max_norm: float, device: torch.device
 def training_step(
     model: torch.nn.Module,
     raw_model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizers: list[torch.optim.Optimizer],
     scaler: torch.amp.GradScaler,
     next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
     cfg: TrainConfig,
@@ -129,23 +102,30 @@ def training_step(
     amp: str,
     no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-    """One optimizer step (1-based ``step``): its learning rate, accumulated gradients, clipping, the update.
+    """One optimizer step (1-based ``step``): its learning rates, accumulated gradients, clipping, the updates.
 
-    ``model`` runs the forward pass (it may be the compiled or DDP wrapper of ``raw_model``). Returns the step's
-    mean loss and gradient norm as device tensors (no host-device sync here) and the learning rate used.
+    ``model`` runs the forward pass (it may be the compiled or DDP wrapper of ``raw_model``); ``optimizers`` share
+    its parameters between them (``optim.make_optimizers``). Returns the step's mean loss and gradient norm as device
+    tensors (no host-device sync here) and the (AdamW) learning rate used.
     """
-    lr = lr_at(step, cfg)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    lr = set_learning_rates(optimizers, step, cfg)
     loss = accumulate_gradients(model, next_batch, device, amp, scaler, cfg.grad_accum, no_sync)
     grad_norm = None
     if cfg.grad_clip > 0:
-        scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+        for optimizer in optimizers:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
         grad_norm = clip_gradients(raw_model, cfg.grad_clip, device)
-    scaler.step(optimizer)  # skips the update when fp16 gradients overflowed
+    for optimizer in optimizers:
+        scaler.step(optimizer)  # skips the update when fp16 gradients overflowed
     scaler.update()
-    optimizer.zero_grad(set_to_none=True)
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
     return loss, grad_norm, lr
+
+
+def measured_from_tokens(cfg: TrainConfig, tokens_per_step: int) -> int | None:
+    """With ``--window_order measured_in_decay``: the tokens seen when the wsd decay begins (else None)."""
+    return decay_start(cfg) * tokens_per_step if cfg.window_order == "measured_in_decay" else None
 
 
 def _git_commit() -> str | None:
@@ -296,7 +276,7 @@ def run_config_record(trainer: Trainer, previous: dict[str, Any]) -> dict[str, A
         "amp": trainer.amp,
         "amp_reason": trainer.amp_reason,
         "backends": trainer.backends,
-        "optimizer": f"AdamW (fused={trainer.optimizer.defaults.get('fused')})",
+        "optimizer": describe(trainer.optimizers),
         "versions": _versions(trainer.device),
         "git_commit": _git_commit(),
         "started_at": previous.get("started_at", _now()),
@@ -348,7 +328,7 @@ class Trainer:
         self.tokens: np.ndarray
         self.raw_model: GPT
         self.model: torch.nn.Module  # raw_model, or its DDP and/or compiled wrapper, which runs the forward pass
-        self.optimizer: torch.optim.Optimizer
+        self.optimizers: list[torch.optim.Optimizer]  # AdamW, then Muon with --optimizer muon
         self.scaler: torch.amp.GradScaler
         self.batches: Batches
         self.writer: CheckpointWriter
@@ -421,7 +401,7 @@ class Trainer:
         self.raw_model.to(self.device)
         if group.rank > 0:
             torch.manual_seed(cfg.seed + group.rank)  # the same weights everywhere, each process its own dropout
-        self.optimizer = make_optimizer(self.raw_model, cfg)
+        self.optimizers = make_optimizers(self.raw_model, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.batches = Batches(
             self.tokens,
@@ -433,6 +413,8 @@ class Trainer:
             group.rank,
             group.world_size,
             aligned_after_passes=cfg.aligned_after_passes,
+            window_order=cfg.window_order,
+            measured_from_tokens=measured_from_tokens(cfg, self.tokens_per_step),
         )
         wrapped = self.raw_model
         if group.enabled:
@@ -448,7 +430,13 @@ class Trainer:
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         try:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if ("muon" in ckpt) != (len(self.optimizers) > 1):
+                raise UserError(
+                    f"{self.run_dir.last} was trained with --optimizer {'muon' if 'muon' in ckpt else 'adamw'}; "
+                    f"resume with it (each optimizer's state is in the checkpoint)"
+                )
+            for optimizer, key in zip(self.optimizers, ("optimizer", "muon")[: len(self.optimizers)], strict=True):
+                optimizer.load_state_dict(ckpt[key])
             self.scaler.load_state_dict(ckpt["scaler"])
             self.batches.load_state_dict(ckpt["data"])
             self.state = LoopState.from_dict(ckpt["loop"], self.cfg.log_every)
@@ -522,7 +510,7 @@ class Trainer:
             last = checkpoint.resume_record(
                 self.raw_model,
                 self.cfg.to_dict(),
-                self.optimizer,
+                self.optimizers,
                 self.scaler,
                 self.batches.state_dict(),
                 rng,
@@ -695,7 +683,7 @@ class Trainer:
         loss, grad_norm, lr = training_step(
             self.model,
             self.raw_model,
-            self.optimizer,
+            self.optimizers,
             self.scaler,
             self.batches.next,
             cfg,

@@ -189,3 +189,44 @@ def test_passes_after_the_aligned_count_train_on_exactly_the_windows_of_the_full
     assert int(unaligned.pass_starts.min()) == phases[0]  # the first passes draw as without the option
     with pytest.raises(UserError, match="--sampling epoch"):
         TrainConfig(sampling="random", aligned_after_passes=3).validate()
+
+
+def test_measured_order_visits_every_window_of_the_full_corpus_loss_once_per_pass_in_a_new_order() -> None:
+    tokens = np.arange(1000, dtype=np.uint16)
+    seq_len = 16
+    batches = Batches(tokens, 5, seq_len, "cpu", seed=2, sampling="epoch", window_order="measured")
+    measured = [int(x[0, 0]) for x, _ in eval_windows(tokens, seq_len, batch_size=1) if x.shape[1] == seq_len]
+    orders = []
+    for _ in range(3):
+        batches.next()
+        orders.append(batches.pass_starts.tolist())
+        batches.pass_position = 0  # take the pass again from its start, now counting
+        targets, starts = _targets_of_one_pass(batches, len(measured))
+        assert sorted(targets) == list(range(1, 1 + len(measured) * seq_len))  # each token once
+        assert starts == set(measured)
+        batches.pass_position = len(batches.pass_starts)  # on to the next pass
+    assert orders[0] != orders[1] != orders[2] and orders[0] != sorted(orders[0])  # shuffled anew every pass
+
+
+def test_measured_in_decay_cuts_at_random_phases_until_the_decay_and_at_phase_0_from_the_next_pass() -> None:
+    tokens = np.arange(1000, dtype=np.uint16)
+    seq_len, per_batch = 16, 5 * 16
+    switch = 150 * per_batch  # tokens seen when the decay begins
+    mixed = Batches(tokens, 5, seq_len, "cpu", seed=2, sampling="epoch", window_order="measured_in_decay",
+                    measured_from_tokens=switch)  # fmt: skip
+    plain = Batches(tokens, 5, seq_len, "cpu", seed=2, sampling="epoch")
+    phases = {}
+    for _ in range(400):
+        began = mixed.passes
+        seen = mixed.tokens_seen
+        x, _ = mixed.next()
+        y, _ = plain.next()
+        if mixed.passes > began:
+            phases[seen] = int(mixed.pass_starts.min())
+        if seen < switch:
+            assert torch.equal(x, y)  # the same windows as random phases, until the decay
+    before = [p for seen, p in phases.items() if seen < switch]
+    after = [p for seen, p in phases.items() if seen >= switch]
+    assert before and any(before) and after and not any(after)
+    with pytest.raises(UserError, match="decay begins"):
+        Batches(tokens, 5, seq_len, "cpu", seed=2, sampling="epoch", window_order="measured_in_decay")

@@ -16,8 +16,9 @@ from nanogpt_lib import checkpoint, evaluate
 from nanogpt_lib.config import TrainConfig, model_config
 from nanogpt_lib.errors import EXIT_USER_ERROR, run_cli
 from nanogpt_lib.model import GPT
+from nanogpt_lib.optim import lr_at
 from nanogpt_lib.runlog import METRICS_COLUMNS
-from nanogpt_lib.train import accumulate_gradients, changed_options, lr_at, main
+from nanogpt_lib.train import accumulate_gradients, changed_options, main
 
 from .conftest import run_module, tiny_args
 
