@@ -8,8 +8,10 @@ names), ``trials`` a list of named overrides. Each trial re-initialises the same
 ``--compile``: a new batch shape compiles once more, nothing else does), trains with a fresh optimizer and data
 order until the full-corpus loss is at or below ``target_loss``, or until ``--token_cap`` tokens or ``--time_cap_s``
 seconds of training. After every trial the whole table is rewritten, so a sweep cut off half-way still leaves
-its finished rows. ``--best`` writes the options of the fastest trial that reached the target as a parameter
-file for ``papermill -f`` and ``python -m nanogpt_lib.train --config``.
+its finished rows. ``--best`` writes the options of the trial that reached the target in the fewest tokens with
+its loss half a window off the measured cut below ``MID_PHASE_FACTOR`` x the target (a model that learned the
+text, not only the measured windows) as a parameter file for ``papermill -f`` and
+``python -m nanogpt_lib.train --config``.
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ from .tokenizer import encode_file, get_tokenizer, read_text
 from .train import measured_from_tokens, training_step
 
 COLUMNS = (
-    "trial", "tokens/step", "seq_len", "sampling", "lr", "warmup", "schedule", "weight decay", "steps", "tokens",
-    "train s", "step-loss crossing (step, tokens, s)", "full-corpus crossing (step, tokens, s, loss)",
-    "full-corpus loss at the end", "result",
+    "trial", "tokens/step", "seq_len", "windows", "optimizer", "lr", "warmup", "schedule", "weight decay", "steps",
+    "tokens", "passes", "train s", "step-loss crossing (step, tokens, s)",
+    "full-corpus crossing (step, tokens, s, loss)", "full-corpus loss at the end", "loss at phase seq_len/2",
+    "result",
 )  # fmt: skip
+MID_PHASE_FACTOR = 2.0  # --best: the loss at phase seq_len/2 when a trial crossed stays below this x the target
 MODEL_OPTIONS = ("model", "dropout")  # one model serves every trial: these may only be set in `base`
 
 
@@ -119,12 +123,16 @@ def run_trial(
                     row["result"] = "target reached"
                     break
     row.update(steps=step, tokens=batches.tokens_seen)
+    t1 = time.perf_counter()
     if row["corpus_cross"] is not None:
         row["final_loss"] = row["corpus_cross"][3]
     else:  # where a trial stopped short of the target: comparable across trials of equal tokens
-        t1 = time.perf_counter()
         row["final_loss"] = corpus_loss(model, tokens, cfg.seq_len, cfg.batch_size * cfg.grad_accum, device, amp)
-        row["eval_s"] += time.perf_counter() - t1
+    # the same text cut half a window later: whether the model learned the text or the measured windows
+    mid = cfg.seq_len // 2
+    row["mid_phase_loss"] = corpus_loss(model, tokens[mid:], cfg.seq_len, cfg.batch_size * cfg.grad_accum, device, amp)
+    row["eval_s"] += time.perf_counter() - t1
+    row["passes"] = batches.tokens_seen / len(tokens)
     return row
 
 
@@ -132,15 +140,34 @@ def _fmt_row(name: str, cfg: TrainConfig, row: dict[str, Any]) -> str:
     step_cross = "–" if row["step_cross"] is None else "{}, {:,}, {:.1f}".format(*row["step_cross"])
     corpus = "–" if row["corpus_cross"] is None else "{}, {:,}, {:.1f}, {:.4f}".format(*row["corpus_cross"])
     final = "–" if row.get("final_loss") is None else f"{row['final_loss']:.4f}"
-    schedule = cfg.lr_schedule
-    if cfg.lr_schedule == "cosine":
-        schedule += f" to {cfg.min_lr:g} at {cfg.decay_steps or cfg.steps}"
+    mid = "–" if row.get("mid_phase_loss") is None else f"{row['mid_phase_loss']:.4f}"
+    passes = "–" if row.get("passes") is None else f"{row['passes']:.1f}"
     cells = (
-        name, f"{cfg.tokens_per_step:,}", cfg.seq_len, cfg.sampling, f"{cfg.lr:g}", cfg.warmup_steps, schedule,
-        f"{cfg.weight_decay:g}", row["steps"], f"{row['tokens']:,}", f"{row['train_s']:.1f}", step_cross, corpus,
-        final, row["result"],
+        name, f"{cfg.tokens_per_step:,}", cfg.seq_len, window_label(cfg), optimizer_label(cfg), f"{cfg.lr:g}",
+        cfg.warmup_steps, schedule_label(cfg), f"{cfg.weight_decay:g}", row["steps"], f"{row['tokens']:,}", passes,
+        f"{row['train_s']:.1f}", step_cross, corpus, final, mid, row["result"],
     )  # fmt: skip
     return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def window_label(cfg: TrainConfig) -> str:
+    if cfg.sampling == "random":
+        return "random offsets"
+    aligned = f", phase 0 after {cfg.aligned_after_passes} passes" if cfg.aligned_after_passes else ""
+    return f"passes, {cfg.window_order}{aligned}"
+
+
+def optimizer_label(cfg: TrainConfig) -> str:
+    return f"muon {cfg.muon_lr:g} + adamw" if cfg.optimizer == "muon" else "adamw"
+
+
+def schedule_label(cfg: TrainConfig) -> str:
+    end = cfg.decay_steps or cfg.steps
+    if cfg.lr_schedule == "cosine":
+        return f"cosine to {cfg.min_lr:g} at {end}"
+    if cfg.lr_schedule == "wsd":
+        return f"wsd: stable, then down to {cfg.min_lr:g} over the last {cfg.cooldown_frac:g} (to step {end})"
+    return cfg.lr_schedule
 
 
 def write_table(path: Path, header: list[str], rows: list[str]) -> None:
@@ -190,15 +217,25 @@ def finished_rows(table: Path, names: list[str]) -> dict[str, str]:
     return rows
 
 
-def corpus_crossing(row: str) -> tuple[int, int, float, float] | None:
-    """The (step, tokens, seconds, loss) of a table row's full-corpus crossing, or None where it has none."""
-    cell = [c.strip() for c in row.strip().strip("|").split("|")][
-        COLUMNS.index("full-corpus crossing (step, tokens, s, loss)")
-    ]
-    if cell == "–":
-        return None
-    step, tokens, seconds, loss = cell.split(", ")  # thousands separators carry no space
-    return int(step), int(tokens.replace(",", "")), float(seconds), float(loss)
+def _cell(row: str, column: str) -> str:
+    return [c.strip() for c in row.strip().strip("|").split("|")][COLUMNS.index(column)]
+
+
+def kept_result(row: str) -> tuple[tuple[int, int, float, float] | None, float | None]:
+    """A table row's full-corpus crossing (step, tokens, seconds, loss) or None, and its loss at phase seq_len/2."""
+    cell, mid = _cell(row, "full-corpus crossing (step, tokens, s, loss)"), _cell(row, "loss at phase seq_len/2")
+    crossing = None
+    if cell != "–":
+        step, tokens, seconds, loss = cell.split(", ")  # thousands separators carry no space
+        crossing = int(step), int(tokens.replace(",", "")), float(seconds), float(loss)
+    return crossing, (None if mid == "–" else float(mid))
+
+
+def better(crossing, mid_loss: float | None, target: float, best: tuple[int, str] | None) -> bool:
+    """Whether a trial crossed in fewer tokens than ``best`` (tokens, name) and knows the text at other cuts too."""
+    if crossing is None or mid_loss is None or not mid_loss < MID_PHASE_FACTOR * target:
+        return False
+    return best is None or crossing[1] < best[0]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,7 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--plan", required=True, help="YAML/JSON plan: 'base' options and a list of named 'trials'")
     p.add_argument("--out", default="results/sweep.md", help="markdown table to (re)write (default: results/sweep.md)")
-    p.add_argument("--best", help="write the fastest successful trial's options here (YAML parameter file)")
+    p.add_argument(
+        "--best",
+        help=f"write the options of the trial that crossed in the fewest tokens with its loss at phase seq_len/2 "
+        f"below {MID_PHASE_FACTOR:g} x the target here (YAML parameter file)",
+    )
     p.add_argument(
         "--json",
         help="also write every trial of this sweep as JSON here (options, crossings, full-corpus loss at the end), "
@@ -281,15 +322,15 @@ def main(argv: list[str] | None = None) -> int:
         done = finished_rows(out, [t["name"] for t in trials])
     rows: list[str] = []
     records: list[dict[str, Any]] = []
-    best: tuple[float, str] | None = None
+    best: tuple[int, str] | None = None
     for trial in trials:
         options = {**base, **{k: v for k, v in trial.items() if k != "name"}}
         if trial["name"] in done:  # finished by an earlier sweep of this plan into the same table
             rows.append(done[trial["name"]])
             print(f"{rows[-1]} (kept from {out})", flush=True)
-            crossing = corpus_crossing(rows[-1])
-            if crossing is not None and (best is None or crossing[2] < best[0]):
-                best = (crossing[2], trial["name"])
+            crossing, mid_loss = kept_result(rows[-1])
+            if better(crossing, mid_loss, first.target_loss, best):
+                best = (crossing[1], trial["name"])
                 if args.best:
                     write_best(Path(args.best), {**options, "stop_on": "corpus"}, {"corpus_cross": crossing},
                                trial["name"])  # fmt: skip
@@ -308,13 +349,17 @@ def main(argv: list[str] | None = None) -> int:
             records.append({"trial": trial["name"], "options": options, **row})
             write_json(Path(args.json), records)
         print(rows[-1], flush=True)
-        if row["corpus_cross"] is not None and (best is None or row["corpus_cross"][2] < best[0]):
-            best = (row["corpus_cross"][2], trial["name"])
+        if better(row["corpus_cross"], row.get("mid_phase_loss"), cfg.target_loss, best):
+            best = (row["corpus_cross"][1], trial["name"])
             if args.best:  # written at once: a sweep cut off later still leaves its best recipe so far
                 write_best(Path(args.best), {**options, "stop_on": "corpus"}, row, trial["name"])
                 print(f"best so far: trial {trial['name']!r} -> {args.best}", file=sys.stderr)
     if best is None:
-        print("no trial reached the target" + (": no recipe written" if args.best else ""), file=sys.stderr)
+        print(
+            f"no trial reached the target with its loss at phase seq_len/2 below {MID_PHASE_FACTOR:g} x the target"
+            + (": no recipe written" if args.best else ""),
+            file=sys.stderr,
+        )
     return 0
 
 

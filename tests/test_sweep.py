@@ -37,9 +37,10 @@ def test_sweep_runs_trials_to_the_target_or_a_cap(small_corpus: Path, tmp_path: 
     a, again, slow = (row.split(" | ") for row in rows)
     assert a[-1].startswith("target reached")
     # re-initialised weights, optimizer and data order: the same trial twice takes the same steps to the same loss
-    assert a[1:10] == again[1:10] and a[12].split(", ")[-1] == again[12].split(", ")[-1]
-    assert slow[-1].startswith("token cap (3,000)") and slow[12] == "–"
-    assert float(slow[13]) > 10.6 and a[13] == a[12].split(", ")[-1]  # the loss where each trial ended
+    assert a[1:12] == again[1:12] and a[14].split(", ")[-1] == again[14].split(", ")[-1]
+    assert slow[-1].startswith("token cap (3,000)") and slow[14] == "–"
+    assert float(slow[15]) > 10.6 and a[15] == a[14].split(", ")[-1]  # the loss where each trial ended
+    assert float(a[16]) > 0 and a[3] == "random offsets" and a[4] == "adamw"  # the loss half a window later
     recipe = yaml.safe_load(best.read_text())
     assert recipe["lr"] == 1e-3 and recipe["stop_on"] == "corpus" and recipe["model"] == "tiny"
     assert best.read_text().startswith("# Recipe from sweep trial 'a")
@@ -89,7 +90,7 @@ def test_a_sweep_on_a_slice_of_the_corpus(small_corpus: Path, tmp_path: Path) ->
     chars = text.rfind("\n") + 1
     assert f"the first {chars:,} characters of {small_corpus}" in table
     row = next(line for line in table.splitlines() if line.startswith("| epoch")).split(" | ")
-    assert row[3] == "epoch" and row[9] == "640" and float(row[13]) > 10
+    assert row[3] == "passes, random_phase" and row[10] == "640" and float(row[15]) > 10
 
 
 def test_a_resumed_sweep_keeps_finished_rows_and_runs_the_rest(small_corpus: Path, tmp_path: Path, capsys) -> None:
@@ -115,7 +116,7 @@ def test_a_resumed_sweep_still_names_the_best_recipe_among_kept_rows(small_corpu
     common = ["--plan", str(plan), "--out", str(out), "--token_cap", "3000", "--device", "cpu"]
     assert run_cli(sweep.main, common) == 0
     row = next(line for line in out.read_text().splitlines() if line.startswith("| a |"))
-    crossing = sweep.corpus_crossing(row)
-    assert crossing is not None and crossing[3] <= 10.6
+    crossing, mid_loss = sweep.kept_result(row)
+    assert crossing is not None and crossing[3] <= 10.6 and mid_loss is not None
     assert run_cli(sweep.main, [*common, "--resume", "--best", str(best)]) == 0  # nothing runs again
     assert yaml.safe_load(best.read_text())["stop_on"] == "corpus" and "trial 'a'" in best.read_text()
