@@ -9,16 +9,19 @@ depends on where the windows are cut.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import runlog
 from .config import TrainConfig
 from .data import eval_windows
-from .device import AMP_CHOICES, DEVICE_CHOICES, autocast, pick_device, resolve_amp
+from .device import AMP_CHOICES, DEVICE_CHOICES, autocast, device_name, pick_device, resolve_amp
 from .distributed import Group
 from .errors import UserError, run_cli
 from .rundir import RunDir
@@ -78,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seq_len", type=int, help=f"window length (default: the run's, else {TrainConfig.seq_len})")
     parser.add_argument("--phases", default="0", help="comma-separated phases, each in 0..seq_len-1 (default: 0)")
     parser.add_argument(
+        "--out",
+        help="also write the table, with this command and the model's details above it, to this markdown file "
+        "(e.g. <run>/phases.md, which the report shows beside the run; written once every phase is measured)",
+    )
+    parser.add_argument(
         "--batch_size",
         type=int,
         help="windows per forward pass (default: the run's batch_size x grad_accum, as the loop)",
@@ -134,16 +142,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.seq_len > model.config.block_size:
         raise UserError(f"--seq_len {args.seq_len} is longer than the model's context of {model.config.block_size}")
     amp = resolve_amp(args.amp, device)
-    print(
-        f"{args.checkpoint}: {model.num_params():,} parameters on {device}, amp {amp}; {args.input_file}, windows of "
-        f"{args.seq_len} tokens, {args.batch_size} per batch" + (" (the run's options)" if run else ""),
-        file=sys.stderr,
+    about = (
+        f"{args.checkpoint}: {model.num_params():,} parameters on {device_name(device)}, amp {amp}; {args.input_file}, "
+        f"windows of {args.seq_len} tokens, {args.batch_size} per batch" + (" (the run's options)" if run else "")
     )
-    print("| phase | tokens predicted | full-corpus loss | seconds |\n| ---: | ---: | ---: | ---: |")
+    print(about, file=sys.stderr)
+    lines = ["| phase | tokens predicted | full-corpus loss | seconds |", "| ---: | ---: | ---: | ---: |"]
+    print("\n".join(lines))
     for phase in phases:
         t0 = time.perf_counter()
         loss = corpus_loss(model, tokens[phase:], args.seq_len, args.batch_size, device, amp)
-        print(f"| {phase} | {len(tokens) - 1 - phase:,} | {loss:.6f} | {time.perf_counter() - t0:.1f} |", flush=True)
+        lines.append(f"| {phase} | {len(tokens) - 1 - phase:,} | {loss:.6f} | {time.perf_counter() - t0:.1f} |")
+        print(lines[-1], flush=True)
+    if args.out:
+        command = shlex.join(["python", "-m", "nanogpt_lib.evaluate", *(sys.argv[1:] if argv is None else argv)])
+        try:
+            runlog.write_phase_table(Path(args.out), command, about, lines)
+        except OSError as err:
+            raise UserError(f"cannot write {args.out}: {err.strerror or err}") from None
     return 0
 
 

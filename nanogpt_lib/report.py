@@ -208,8 +208,24 @@ def _crossed(summary: dict[str, Any], last: dict[str, Any]) -> str:
     }.get(status, "not yet: in progress")
 
 
-def run_row(label: str, summary: dict[str, Any], config: dict[str, Any], last: dict[str, Any]) -> tuple[str, ...]:
-    """One run as a row of the comparison table, from its summary.json, run_config.json and last metrics row."""
+OTHER_PHASES = (64, 128, 192)  # where the phase column looks besides phase 0
+
+
+def phases_cell(phases_file: Path) -> str:
+    """The full-corpus loss at phase 0 and the worst of OTHER_PHASES, from a run's phases.md (evaluate --out)."""
+    losses = runlog.read_phase_table(phases_file)
+    if losses is None:
+        return "not measured" if not phases_file.is_file() else "not measured (the checkpoint is gone)"
+    others = [(losses[p], p) for p in OTHER_PHASES if p in losses]
+    worst = f" / {max(others)[0]:.4f} (phase {max(others)[1]})" if others else ""
+    return f"{losses[0]:.4f}{worst}" if 0 in losses else worst.lstrip(" /")
+
+
+def run_row(
+    label: str, summary: dict[str, Any], config: dict[str, Any], last: dict[str, Any], phases_file: Path
+) -> tuple[str, ...]:
+    """One run as a row of the comparison table, from its summary.json, run_config.json, last metrics row and phase
+    table."""
     batch = config.get("train_config", {})
     per_step = summary.get("tokens_per_step") or config.get("tokens_per_step")
     shape = (
@@ -231,6 +247,7 @@ def run_row(label: str, summary: dict[str, Any], config: dict[str, Any], last: d
         f"{tokens / 1e6:.2f}M" if tokens else "–",
         wall,
         _crossed(summary, last),
+        phases_cell(phases_file),
     )
 
 
@@ -247,19 +264,21 @@ def project_runs(results: Path, exclude: str | None = None) -> list[tuple[str, .
             metrics = runlog.read_metrics(files[2]) or [{}]
         except (OSError, ValueError) as err:
             raise UserError(f"cannot read the evidence in {folder}: {err}") from None
-        rows.append(run_row(f"This project: [{folder.name}](results/{folder.name}/)", summary, config, metrics[-1]))
+        label = f"This project: [{folder.name}](results/{folder.name}/)"
+        rows.append(run_row(label, summary, config, metrics[-1], folder / "phases.md"))
     return rows
 
 
 def comparison_block(run: Run, others: Sequence[tuple[str, ...]] = ()) -> str:
     """This run beside this project's ``others`` (see ``project_runs``), the course's reference run and the best runs
     of others (figures from their own logs)."""
-    ours = run_row("**This run**", run.summary, run.config, run.metrics[-1])
+    ours = run_row("**This run**", run.summary, run.config, run.metrics[-1], RunDir(run.out_dir).phases)
     header = (
-        "| run | hardware | precision | tokens/step | steps | tokens | wall time | what crossed the target |\n"
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"
+        "| run | hardware | precision | tokens/step | steps | tokens | wall time | what crossed the target "
+        "| full-corpus loss at phase 0 / the worst of 64, 128, 192 |\n"
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |"
     )
-    rows = "\n".join("| " + " | ".join(row) + " |" for row in (ours, *others, *OTHER_RUNS))
+    rows = "\n".join("| " + " | ".join(row) + " |" for row in (ours, *others, *(r + ("–",) for r in OTHER_RUNS)))
     return (
         f"{header}\n{rows}\n\nOnly this project's runs report the loss over the whole corpus; the others stopped on "
         f"the loss of one step (or a mean of steps), which a noisy batch can cross early. The wall time of a resumed "

@@ -9,6 +9,7 @@
     ├─ samples/samples.txt      STEP / PROMPT / OUTPUT blocks
     ├─ html/                    the executed notebooks as HTML (make html)
     ├─ summary.json             final numbers: status, steps, tokens, times, losses
+    ├─ phases.md                the full-corpus loss at several phases (python -m nanogpt_lib.evaluate --out)
     └─ run_config.json          options, model, device, versions, commit, resumes
 
 The training loop writes it (``prepare`` for a fresh or resumed run, then the writers of ``runlog``); the report
@@ -42,6 +43,7 @@ class RunDir:
         self.samples = self.root / SAMPLES / "samples.txt"
         self.html = self.root / HTML
         self.summary = self.root / "summary.json"
+        self.phases = self.root / "phases.md"
         self.run_config = self.root / "run_config.json"
 
     def __repr__(self) -> str:
@@ -69,7 +71,7 @@ class RunDir:
             self.root.mkdir(parents=True, exist_ok=True)
             if replace and self.holds_run():
                 for target in (self.root / CHECKPOINTS, self.root / LOGS, self.root / SAMPLES, self.summary,
-                               self.run_config):  # fmt: skip
+                               self.run_config, self.phases):  # fmt: skip
                     if target.is_dir():
                         shutil.rmtree(target)
                     elif target.exists():
@@ -127,8 +129,12 @@ class RunDir:
 
     def evidence(self) -> dict[Path, str]:
         """The files worth keeping with the results, with their names there: logs, metrics, samples, summary, run
-        config, and the executed notebooks (papermill's output) and their HTML where the directory holds them."""
-        files = {path: path.name for path in (self.metrics, self.log, self.samples, self.summary, self.run_config)}
+        config, the phase table, and the executed notebooks (papermill's output) and their HTML where the directory
+        holds them."""
+        files = {
+            path: path.name
+            for path in (self.metrics, self.log, self.samples, self.summary, self.run_config, self.phases)
+        }
         files = {path: name for path, name in files.items() if path.is_file()}
         for path in [*sorted(self.root.glob("*.ipynb")), *sorted(self.html.glob("*.html"))]:
             files[path] = path.name

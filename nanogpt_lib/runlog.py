@@ -1,5 +1,5 @@
 """The text files of a run directory, each writer beside its reader: train.log, train_metrics.csv, samples.txt,
-JSON files. ``rundir.RunDir`` says where each one lives.
+JSON files, phases.md. ``rundir.RunDir`` says where each one lives.
 
 Every line and row is flushed as soon as it is written, so a run killed at any moment leaves readable
 files; JSON files are replaced atomically. The readers skip what a killed run left half-written.
@@ -175,3 +175,37 @@ def parse_samples(text: str) -> list[dict[str, Any]]:
             }
         )
     return samples
+
+
+PHASES_TITLE = "# Full-corpus loss at several phases"
+
+
+def write_phase_table(path: Path, command: str, about: str, lines: list[str]) -> None:
+    """phases.md: what was measured and how, then the table of ``python -m nanogpt_lib.evaluate --out``."""
+    text = "\n".join(
+        [
+            PHASES_TITLE,
+            "",
+            f"Command: `{command}`",
+            "",
+            f"{about}. At phase p the windows start at token p of the corpus; phase 0 is the full-corpus loss of "
+            f"the training loop.",
+            "",
+            *lines,
+        ]
+    )
+    atomic_write(path, lambda fh: fh.write((text + "\n").encode("utf-8")))
+
+
+def read_phase_table(path: Path) -> dict[int, float] | None:
+    """{phase: loss} from phases.md (None when there is no such file or no table in it)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    losses = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 4 and cells[0].isdigit():
+            losses[int(cells[0])] = float(cells[2])
+    return losses or None

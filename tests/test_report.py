@@ -200,6 +200,13 @@ def test_the_comparison_lists_the_projects_other_runs_from_results(run_dir: Path
     assert rows[ours + 2].startswith("| The course's reference run |")
     assert not any(f"[{run_dir.name}]" in r or "[notes]" in r for r in rows)  # not itself, not a stray folder
 
+    assert other.endswith("| not measured |")  # no phases.md in results/slow/
+    (tmp_path / "results" / "slow" / "phases.md").write_text(
+        "| phase | tokens predicted | full-corpus loss | seconds |\n| ---: | ---: | ---: | ---: |\n"
+        "| 0 | 99 | 0.5 | 1.0 |\n| 64 | 35 | 0.7 | 1.0 |\n| 128 | 20 | 0.9 | 1.0 |\n"
+    )
+    assert report.phases_cell(tmp_path / "results" / "slow" / "phases.md") == "0.5000 / 0.9000 (phase 128)"
+
     # the other way round: the reached run is a row of the interrupted run's table
     block = report.summary_block(report.load_run(slow), report.project_runs(tmp_path / "results", exclude="slow"))
     reached = next(line for line in block.splitlines() if line.startswith(f"| This project: [{run_dir.name}]"))

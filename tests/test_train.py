@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogpt_lib import checkpoint, evaluate
+from nanogpt_lib import checkpoint, evaluate, report, runlog
 from nanogpt_lib.config import TrainConfig, model_config
 from nanogpt_lib.errors import EXIT_USER_ERROR, run_cli
 from nanogpt_lib.model import GPT
 from nanogpt_lib.optim import lr_at
+from nanogpt_lib.rundir import RunDir
 from nanogpt_lib.runlog import METRICS_COLUMNS
 from nanogpt_lib.train import accumulate_gradients, changed_options, main
 
@@ -253,6 +254,14 @@ def test_evaluate_cli_gives_the_loops_full_corpus_loss_at_phase_0_and_others_els
     assert losses[0] == pytest.approx(logged, abs=1e-6) and losses[5] != losses[0]
     assert run_cli(evaluate.main, [*args, "--phases", "32"]) == EXIT_USER_ERROR
     assert "--phases must be integers in 0..31" in capsys.readouterr().err
+
+    # --out: the same table in the run directory, which the report reads and copies with the evidence
+    phases = RunDir(out).phases
+    assert evaluate.main([*args, "--phases", "0,5", "--out", str(phases)]) == 0
+    assert runlog.read_phase_table(phases) == pytest.approx(losses, abs=1e-6)
+    assert "Command: `python -m nanogpt_lib.evaluate --checkpoint" in phases.read_text()
+    assert report.phases_cell(phases) == f"{losses[0]:.4f}"  # no phase 64, 128 or 192 measured
+    assert phases in RunDir(out).evidence()
 
 
 def test_a_resume_reports_only_the_options_it_really_changed() -> None:
