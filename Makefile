@@ -5,12 +5,15 @@ PY := $(VENV)/bin/python
 RUN_DIR ?= out/full
 KERNEL ?= nanogpt-course
 PARAMS ?=
+# make overnight: auto = the proven recipe for this machine's device (python -m nanogpt_lib.recipes); cpu, gpu;
+# reference = the course's reference recipe (the defaults of notebook 04)
+RECIPE ?= auto
 NPROC ?= 1
 # NPROC > 1: data-parallel over NPROC processes (GPUs) through torchrun; --batch_size is per process
 TRAIN := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC),$(PY)) -m nanogpt_lib.train
 export PYTHONPATH :=
 
-.PHONY: help setup setup-dev data sanity train kernel lab overnight report html test lint
+.PHONY: help setup setup-dev data sanity train kernel lab overnight phases report html test lint
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,10 +51,15 @@ kernel: setup  ## register .venv as the Jupyter kernel "nanogpt-course" (for Jup
 lab: kernel  ## open the course notebooks in JupyterLab
 	$(VENV)/bin/jupyter lab notebooks/
 
-overnight: kernel data/input.txt  ## the full run through notebook 04 with papermill into $(RUN_DIR) (re-running resumes)
+overnight: kernel data/input.txt  ## the proven recipe (RECIPE=auto|cpu|gpu|reference) through notebook 04 into $(RUN_DIR) (re-running resumes)
 	mkdir -p $(RUN_DIR)
+	recipe="$$($(PY) -m nanogpt_lib.recipes $(RECIPE) --papermill)" && \
 	$(VENV)/bin/papermill notebooks/04_full_training.ipynb $(RUN_DIR)/04_full_training.ipynb -k $(KERNEL) \
-		--log-output -p out_dir $(RUN_DIR) $(PARAMS)
+		--log-output -p out_dir $(RUN_DIR) $$recipe $(PARAMS)
+
+phases: setup  ## the full-corpus loss of $(RUN_DIR)'s last.pt at phases 0, 64, 128, 192, into $(RUN_DIR)/phases.md
+	$(PY) -m nanogpt_lib.evaluate --checkpoint $(RUN_DIR)/checkpoints/last.pt --phases 0,64,128,192 \
+		--out $(RUN_DIR)/phases.md
 
 report: kernel  ## notebook 05 on $(RUN_DIR): README results blocks and results/
 	$(VENV)/bin/papermill notebooks/05_report.ipynb $(RUN_DIR)/05_report.ipynb -k $(KERNEL) -p out_dir $(RUN_DIR) \

@@ -52,7 +52,7 @@ echo "== the real run: notebook 04 through papermill"
 mkdir -p "$RUN_DIR"
 python3 -m ipykernel install --user --name nanogpt-course --display-name "Python (nanogpt-course)" >/dev/null
 timeout "$(upto "${REPORT_RESERVE_S:-120}")" python3 -m papermill notebooks/04_full_training.ipynb \
-  "$RUN_DIR/04_full_training.ipynb" -k nanogpt-course -f params/gpu-124m.yaml -p out_dir "$RUN_DIR" \
+  "$RUN_DIR/04_full_training.ipynb" -k nanogpt-course -f params/gpu-124m.yaml -p out_dir "$RUN_DIR" -p resume False -p overwrite True \
   -p device "$DEVICE" $RUN_PARAMS --log-output
 rc=$?
 echo "== notebook 04 exit status $rc"

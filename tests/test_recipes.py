@@ -1,0 +1,61 @@
+"""The proven recipes: which file make overnight picks for a device, and what it says to expect."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from nanogpt_lib import recipes
+from nanogpt_lib.config import TrainConfig, load_options
+from nanogpt_lib.errors import UserError
+
+from .conftest import ROOT, run_module
+
+
+def test_each_device_gets_its_recipe_and_the_reference_is_one_word_away() -> None:
+    assert recipes.choose("auto", "cpu").params == "params/cpu-124m.yaml"
+    assert recipes.choose("auto", "mps").params == "params/cpu-124m.yaml"
+    assert recipes.choose("auto", "cuda").params == "params/gpu-124m.yaml"
+    assert recipes.choose("gpu", "cpu").name == "gpu" and recipes.choose("reference", "cuda") is None
+    with pytest.raises(UserError, match="unknown recipe 'fast'"):
+        recipes.choose("fast", "cpu")
+    for recipe in recipes.RECIPES:  # every recipe file is a valid set of options
+        TrainConfig.from_dict(load_options(ROOT / recipe.params)).validate()
+
+
+def test_the_papermill_option_names_the_recipe_file() -> None:
+    auto = run_module("nanogpt_lib.recipes", "auto", "--papermill", "--device", "cpu")
+    assert auto.returncode == 0 and auto.stdout.strip() == "-f params/cpu-124m.yaml"
+    reference = run_module("nanogpt_lib.recipes", "reference", "--papermill")
+    assert reference.returncode == 0 and reference.stdout.strip() == ""
+
+
+def test_a_run_is_matched_to_its_recipe_whatever_its_folder_and_prompts() -> None:
+    cpu = TrainConfig.from_dict(load_options(ROOT / "params" / "cpu-124m.yaml"))
+    assert recipes.matching(dataclasses.replace(cpu, out_dir="elsewhere", resume=True, prompt="X")).name == "cpu"
+    assert recipes.matching(dataclasses.replace(cpu, lr=cpu.lr * 2)) is None
+    assert recipes.matching(TrainConfig()) is None  # the course's reference recipe
+
+
+def test_the_expectation_quotes_the_committed_run_and_estimates_the_time(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "params").mkdir()
+    shutil.copy(ROOT / "params" / "cpu-124m.yaml", tmp_path / "params")
+    monkeypatch.setattr(recipes, "ROOT", tmp_path)
+    recipe = recipes.for_device("cpu")
+    cfg = dataclasses.replace(TrainConfig.from_dict(load_options(tmp_path / recipe.params)), model="tiny", seq_len=32)
+    monkeypatch.setattr(recipes, "matching", lambda c: recipe)  # a tiny model stands in for the recipe's
+    assert "no committed run of this recipe yet" in recipes.expectation(cfg, measure=False)
+    evidence = tmp_path / recipe.evidence
+    evidence.mkdir(parents=True)
+    summary = {"status": "target_reached", "tokens_seen": 4_000_000, "steps": 1_000, "device": "CPU", "amp": "off"}
+    (evidence / "summary.json").write_text(json.dumps(summary))
+    state = torch.get_rng_state()
+    text = recipes.expectation(cfg)
+    assert torch.equal(torch.get_rng_state(), state)  # the timed steps leave training's random state alone
+    assert "reached the target after 4,000,000 tokens, 1,000 steps" in text
+    assert "tokens/s of forward and backward" in text and "of training here" in text
