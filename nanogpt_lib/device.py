@@ -92,7 +92,21 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return f"Apple MPS ({platform.machine()})"
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    units = ", ".join(cpu_bf16_units()) or "no bf16 units"
+    model = cpu_model()
+    return f"CPU{f' {model}' if model else ''} ({platform.machine()}, {torch.get_num_threads()} threads, {units})"
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the system gives it (Linux: /proc/cpuinfo), or "" where it says none."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() if platform.processor() not in ("", platform.machine()) else ""
 
 
 def synchronize(device: torch.device) -> None:
