@@ -177,6 +177,15 @@ def write_table(path: Path, header: list[str], rows: list[str]) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
+def read_json_records(path: Path) -> list[dict[str, Any]]:
+    """The trials of an earlier sweep's --json file ([] when there is none or it cannot be read)."""
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [r for r in records if isinstance(r, dict) and "trial" in r] if isinstance(records, list) else []
+
+
 def write_json(path: Path, records: list[dict[str, Any]]) -> None:
     text = json.dumps(records, indent=1, default=float) + "\n"
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
@@ -322,12 +331,15 @@ def main(argv: list[str] | None = None) -> int:
         done = finished_rows(out, [t["name"] for t in trials])
     rows: list[str] = []
     records: list[dict[str, Any]] = []
+    kept_records = {r["trial"]: r for r in read_json_records(Path(args.json))} if args.json and done else {}
     best: tuple[int, str] | None = None
     for trial in trials:
         options = {**base, **{k: v for k, v in trial.items() if k != "name"}}
         if trial["name"] in done:  # finished by an earlier sweep of this plan into the same table
             rows.append(done[trial["name"]])
             print(f"{rows[-1]} (kept from {out})", flush=True)
+            if trial["name"] in kept_records:  # the JSON of an earlier sweep keeps its trials too
+                records.append(kept_records[trial["name"]])
             crossing, mid_loss = kept_result(rows[-1])
             if better(crossing, mid_loss, first.target_loss, best):
                 best = (crossing[1], trial["name"])

@@ -96,13 +96,15 @@ def test_a_sweep_on_a_slice_of_the_corpus(small_corpus: Path, tmp_path: Path) ->
 def test_a_resumed_sweep_keeps_finished_rows_and_runs_the_rest(small_corpus: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "sweep.md"
     first = write_plan(tmp_path / "plan.yaml", small_corpus, [{"name": "a", "lr": 1e-6}])
+    records = tmp_path / "sweep.json"
     common = ["--out", str(out), "--token_cap", "256", "--device", "cpu"]
-    assert run_cli(sweep.main, ["--plan", str(first), *common]) == 0
+    assert run_cli(sweep.main, ["--plan", str(first), *common, "--json", str(records)]) == 0
     row_a = next(line for line in out.read_text().splitlines() if line.startswith("| a |"))
     grown = write_plan(tmp_path / "plan.yaml", small_corpus, [{"name": "a", "lr": 1e-6}, {"name": "b", "lr": 2e-6}])
-    assert run_cli(sweep.main, ["--plan", str(grown), *common, "--resume"]) == 0
+    assert run_cli(sweep.main, ["--plan", str(grown), *common, "--resume", "--json", str(records)]) == 0
     lines = out.read_text().splitlines()
     assert row_a in lines and sum(line.startswith("| b |") for line in lines) == 1
+    assert [r["trial"] for r in json.loads(records.read_text())] == ["a", "b"]  # the kept trial stays in the JSON
     assert "(kept from" in capsys.readouterr().out
     # rows run with other caps are not mixed with new ones
     assert run_cli(sweep.main, ["--plan", str(grown), *common[:-4], "--token_cap", "512", "--device", "cpu",
