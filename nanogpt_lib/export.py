@@ -229,7 +229,10 @@ def summary_rows(ckpt: dict[str, Any], summary: dict[str, Any], run_config: dict
     hardware = f"{device}, {precision}" if device and precision else device or NOT_AVAILABLE
     recipe = NOT_AVAILABLE
     if "lr" in tc:
-        recipe = f"AdamW, peak learning rate {tc['lr']:g}, {tc.get('lr_schedule', 'constant')} schedule"
+        recipe = f"AdamW, peak learning rate {tc['lr']:g}"
+        if tc.get("optimizer") == "muon":
+            recipe = f"Muon (peak learning rate {tc['muon_lr']:g}) for the hidden matrices, {recipe} for the rest"
+        recipe += f", {tc.get('lr_schedule', 'constant')} schedule"
         if tc.get("warmup_steps"):
             recipe += f" after {tc['warmup_steps']} warm-up steps"
         recipe += f", seed {tc.get('seed', NOT_AVAILABLE)}"
