@@ -160,7 +160,10 @@ def summary_block(run: Run, others: Sequence[tuple[str, ...]] = ()) -> str:
     rows = [
         ("Status", status),
         ("Target", f"training loss ≤ {run.target_loss}"),
-        ("Step loss at the target", f"{_fmt(s.get('target_step_loss'), '.6f')} at step {_fmt(s.get('target_step'))}"),
+        (
+            "First step whose loss was below the target",
+            f"step {_fmt(s.get('target_step'))}: {_fmt(s.get('target_step_loss'), '.6f')}",
+        ),
         ("Full-corpus loss", f"{_fmt(s.get('full_corpus_loss'), '.6f')} (eval mode, every token of the input once)"),
         ("Best step loss", f"{_fmt(s.get('best_step_loss'), '.6f')} at step {_fmt(s.get('best_step'))}"),
         ("Steps", f"{_fmt(s.get('steps', int(last['step'])), ',')}"),
