@@ -206,10 +206,16 @@ def _duration(seconds: Any) -> str:
 def summary_rows(ckpt: dict[str, Any], summary: dict[str, Any], run_config: dict[str, Any]) -> list[tuple[str, str]]:
     """The run's numbers as (what, value) rows; "not available" where the run directory does not say."""
     tc = run_config.get("train_config", {})
-    data = tc.get("input_file")
+    source = run_config.get("input") or {}
+    data = source.get("name") or (Path(tc["input_file"]).name if tc.get("input_file") else None)  # never the path
     corpus_tokens = run_config.get("tokens_in_corpus")
-    if data and corpus_tokens:
-        data = f"`{data}` ({corpus_tokens:,} tokens)"
+    details = [
+        f"{corpus_tokens:,} tokens" if corpus_tokens else "",
+        source.get("sha256") and f"sha256 {source['sha256']}",
+    ]
+    details = [detail for detail in details if detail]
+    if data:
+        data = f"`{data}`" + (f" ({', '.join(details)})" if details else "")
     steps = _int(summary.get("steps"))
     if summary.get("steps_requested") and steps != NOT_AVAILABLE:
         steps += f" (of at most {summary['steps_requested']:,})"

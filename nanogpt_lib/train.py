@@ -37,6 +37,7 @@ from .checkpoint_writer import CheckpointWriter
 from .config import TrainConfig, model_config, parse_train_args
 from .data import Batches
 from .device import amp_decision, autocast, configure_backends, device_name, pick_device
+from .download import sha256_of
 from .errors import UserError, run_cli
 from .evaluate import corpus_loss
 from .interrupts import StopRequests
@@ -269,6 +270,8 @@ def run_config_record(trainer: Trainer, previous: dict[str, Any]) -> dict[str, A
         "model_config": dataclasses.asdict(trainer.raw_model.config),
         "n_params": trainer.raw_model.num_params(),
         "tokens_in_corpus": int(len(trainer.tokens)),
+        # the text by name and hash: what others may read of it without the path of this machine
+        "input": {"name": Path(trainer.cfg.input_file).name, "sha256": _sha256(trainer.cfg.input_file)},
         "tokens_per_step": trainer.tokens_per_step,
         "processes": trainer.group.world_size,  # torchrun --nproc_per_node x nodes; batch_size is per process
         "device": str(trainer.device),
@@ -282,6 +285,13 @@ def run_config_record(trainer: Trainer, previous: dict[str, Any]) -> dict[str, A
         "started_at": previous.get("started_at", _now()),
         "resumes": trainer.resumes,
     }
+
+
+def _sha256(path: str | os.PathLike) -> str | None:
+    try:
+        return sha256_of(Path(path).read_bytes())
+    except OSError:  # read once already to train on it; gone since
+        return None
 
 
 def _lost_peer(err: RuntimeError) -> bool:

@@ -103,7 +103,12 @@ def test_model_card_holds_metadata_and_the_run_numbers(exported) -> None:
     assert f"| optimizer steps | {summary['steps']} (of at most 8) |" in table
     assert f"| final step loss | {summary['final_step_loss']:.4f} |" in table
     assert "| full-corpus loss | not available |" in table  # a run that never reached its target never measured it
-    assert "| data | `" in table and "small.txt` (" in table
+    # the text by name and hash, never by the path of the machine that trained (the card is a public page)
+    config = json.loads((exported["run"] / "run_config.json").read_text())
+    assert config["train_config"]["input_file"].startswith("/")
+    tokens, sha256 = config["tokens_in_corpus"], config["input"]["sha256"]
+    assert f"| data | `small.txt` ({tokens:,} tokens, sha256 {sha256}) |" in table
+    assert config["train_config"]["input_file"] not in card and "/small.txt" not in card
     assert "![Training loss](loss_curve.png)" in card
     assert (exported["out"] / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
