@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from .tiny_export import export_run, train_tiny
 
 gr = pytest.importorskip("gradio", reason="gradio is a test dependency (pip install -r requirements-dev.txt)")
 transformers = pytest.importorskip("transformers")
+
+from nanogpt_lib import space_load  # noqa: E402  (it needs gradio_client, which comes with gradio)
 
 SPACE = ROOT / "space"
 PROMPT = "ROMEO:"
@@ -127,12 +128,6 @@ def test_space_readme_has_the_metadata_a_space_needs() -> None:
 # ---------------------------------------------------------------------- the app in a browser
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for(condition, what: str, limit_s: float = 60.0, every_s: float = 0.2, state=None):
     """Poll ``condition()`` until it returns something truthy; fail naming ``what`` (and ``state()``, what the page
     showed last) if it never does."""
@@ -177,33 +172,11 @@ class DevTools:
 @pytest.fixture(scope="module")
 def served(model_dir: Path, tmp_path_factory):
     """The app as a user starts it (python space/app.py), on a free loopback port."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("app") / "app.log"
-    env = {**os.environ, "MODEL_DIR": str(model_dir), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}  # fmt: skip
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, str(SPACE / "app.py")], env=env, stdout=fh, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"the app exited with status {proc.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
+    proc, url = space_load.start_app(model_dir, tmp_path_factory.mktemp("app") / "app.log", limit_s=120)
     try:
-        wait_for(up, "the app to answer on " + url, limit_s=120, every_s=0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        space_load.stop_process(proc)
 
 
 @pytest.fixture(scope="module")
@@ -234,12 +207,7 @@ def browser(served: str, tmp_path_factory):
         finally:
             tools.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        space_load.stop_process(proc)
 
 
 RENDERED = (
@@ -308,3 +276,23 @@ def test_space_empty_prompt_shows_a_message_in_the_page(browser: DevTools) -> No
     wait_for(lambda: "Type a prompt first" in message(browser), "the message about the empty prompt", state=body)
     assert "Type a prompt first" in browser.js("document.body.innerText")
     assert "Traceback" not in browser.js("document.body.innerText")
+
+
+# ---------------------------------------------------------------------- the app under load
+
+
+def test_the_app_under_a_burst_serves_every_accepted_request_and_turns_the_rest_away(
+    app, model_dir: Path, tmp_path
+) -> None:
+    """8 clients send 3 requests each at once, more than the app serves and queues: each one it accepts gets its
+    text, the ones beyond the queue are told at once that it is full, and the app's memory stays within bounds."""
+    slots = app.CONCURRENT_REQUESTS + app.QUEUE_SIZE
+    load = space_load.run(model_dir, clients=8, requests=3, max_new_tokens=100, log=tmp_path / "app.log")
+    served, busy = load.of("served"), load.of("busy")
+    assert not load.of("failed"), [o.message for o in load.of("failed")]
+    assert len(served) + len(busy) == 24 and len(served) >= slots
+    assert busy and all("Queue is full" in o.message for o in busy)  # 24 at once > what is served and queued
+    assert all(o.text.startswith(space_load.PROMPT) and len(o.text) > len(space_load.PROMPT) for o in served)
+    assert max(o.seconds for o in busy) < min(o.seconds for o in served)  # turned away at once, not after waiting
+    if load.rss_before_mib is not None:
+        assert load.rss_after_mib - load.rss_before_mib < 200, (load.rss_before_mib, load.rss_after_mib)
