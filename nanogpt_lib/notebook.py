@@ -17,7 +17,6 @@ from typing import Any
 
 from .config import TrainConfig
 from .device import pick_device
-from .errors import UserError
 from .report import loss_figure
 
 NOTEBOOK_ONLY_PARAMETERS = {"progress_bar", "live_every_s"}
@@ -28,16 +27,16 @@ def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def enter_project_root() -> Path:
+def enter_project_root() -> None:
     """Make relative paths mean the same in JupyterLab (cwd notebooks/) and papermill (cwd: where it was called).
 
     With nanogpt_lib installed from this folder (``pip install -e .``), that is the project folder; otherwise
-    the working directory stays as it is.
+    the working directory stays as it is. Nothing is returned, so that the notebook's cell shows no folder of this
+    machine in an executed notebook handed to others.
     """
     root = project_root()
     if (root / "notebooks").is_dir():
         os.chdir(root)
-    return Path.cwd()
 
 
 def is_interactive() -> bool:
@@ -148,7 +147,8 @@ def show(fig) -> None:
 def playground(
     checkpoint_path: str | os.PathLike, prompt: str = TrainConfig.prompt, seed: int = TrainConfig.seed
 ) -> str:
-    """Text from a checkpoint: a static sample always, and sliders to play with when run in JupyterLab.
+    """Text from a checkpoint: a static sample always, and sliders to play with when run in JupyterLab; without
+    the checkpoint, one line that says so (and "").
 
     The device is chosen as for training (``--device auto``); temperature and top-k start at the training
     defaults. Widgets are created only in an interactive session, so the saved notebook and its HTML carry the
@@ -157,8 +157,9 @@ def playground(
     from .sample import generate_text, load_model
 
     path = Path(checkpoint_path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} not found: train first (notebook 04), or set checkpoint_path")
+    if not path.is_file():  # a run directory kept without its checkpoints still gets its report
+        print(f"No playground: checkpoint {path} not found (train first with notebook 04, or set checkpoint_path).")
+        return ""
     device = pick_device("auto")
     model = load_model(str(path), device)
     temperature, top_k = TrainConfig.temperature, TrainConfig.top_k

@@ -54,7 +54,8 @@ def executed(tmp_path_factory, course_file: Path) -> dict:
     readme.write_text((ROOT / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
     run = tmp / "run"
     nbs = {
-        "01": execute("01_tokenization", tmp, input_file=str(course_file)),
+        # the course file as a student names it: relative to the project folder, which the notebooks enter
+        "01": execute("01_tokenization", tmp, input_file=str(course_file.relative_to(ROOT))),
         "02": execute("02_model_124m", tmp, input_file=str(corpus)),
         "03": execute("03_sanity_run", tmp, input_file=str(corpus), out_dir=str(tmp / "sanity"), **TINY_RUN),
         "04": execute("04_full_training", tmp, input_file=str(corpus), out_dir=str(run), **TINY_RUN),
@@ -70,6 +71,11 @@ def test_notebooks_are_stored_without_outputs() -> None:
         assert all(not c.get("outputs") and not c.get("execution_count") for c in nb["cells"]), path.name
         tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged parameters"
+
+
+def test_executed_notebooks_show_no_folder_of_the_machine(executed) -> None:
+    for key, nb in executed["nbs"].items():  # they are handed in, and committed to results/
+        assert str(ROOT) not in text_of(nb), key
 
 
 def test_tokenization_notebook(executed) -> None:
