@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import platform
@@ -132,3 +133,32 @@ def keep_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
     return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 31))
+
+
+def machine_kind(device: torch.device | None = None) -> str:
+    """Which of the README's three kinds of machine runs here: ``gpu`` (CUDA or MPS), ``cpu-bf16`` (a CPU with bf16
+    matrix units) or ``cpu-no-bf16``. ``device`` defaults to the one ``--device auto`` picks."""
+    device = device or pick_device("auto")
+    if device.type != "cpu":
+        return "gpu"
+    return "cpu-bf16" if cpu_bf16_units() else "cpu-no-bf16"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m nanogpt_lib.device",
+        description="The device --device auto picks here, its precision under --amp auto, and the kind of machine.",
+    )
+    parser.add_argument("--kind", action="store_true", help="print only the kind: gpu, cpu-bf16 or cpu-no-bf16")
+    args = parser.parse_args(argv)
+    device = pick_device("auto")
+    if args.kind:
+        print(machine_kind(device))
+    else:
+        amp, why = amp_decision("auto", device)
+        print(f"{device_name(device)} | amp {amp} ({why}) | kind {machine_kind(device)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,17 +9,22 @@ run config, and the executed notebooks and their HTML where the run directory ho
 name unless ``--name`` gives another. The summary's comparison table shows, beside the runs of others, this
 project's runs whose evidence is already in ``results/``. Running it twice changes nothing the second time. A
 README without the markers, or a run directory without metrics, is an error that leaves every file untouched.
-``--evidence_only`` copies the evidence and leaves the README as it is (for a run still in progress).
+A README may also have RUNS and COMMANDS blocks, its overview: the verdict of every run in ``results/`` and what
+``make sanity`` and ``make test`` took on each kind of machine, drawn from ``results/`` alone.
+``--evidence_only`` copies the evidence and leaves the README's results as they are (for a run still in
+progress), redrawing only its overview.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import re
 import shutil
 import sys
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,18 +37,22 @@ from .rundir import RunDir
 
 PLOT_NAME = "loss_curve.png"
 
-# Runs of the same task by others, from their own logs: what this project's run is compared with in the README.
-# (name, hardware, precision, tokens per step, steps, tokens, wall time, which loss crossed the target)
-OTHER_RUNS = (
-    ("The course's reference run", "RTX 4060 Ti", "fp16", "48×128×3 = 18,432", "2,130", "39.3M", "~41 min",
-     "one step's loss (0.0899)"),
-    ("Peer, fewest tokens", "not stated", "not stated", "8×256 = 2,048", "4,578", "9.4M", "not stated",
-     "one batch's loss"),
-    ("Peer", "not stated", "not stated", "not stated", "not stated", "12.3M", "not stated",
-     "mean loss of 200 batches"),
-    ("Peer, warm-up + cosine", "not stated", "not stated", "32K", "522", "17.1M", "not stated", "step loss"),
-    ("Peer, largest batch", "not stated", "not stated", "131K", "~205", "27M", "not stated", "step loss"),
-)  # fmt: skip
+# results/others.csv beside the runs' folders: runs of the same task by others, each with its source (a row per run;
+# the columns of the comparison table, then "source", a link or where the figures were read)
+OTHERS_FILE = "others.csv"
+OTHERS_COLUMNS = (
+    "run",
+    "hardware",
+    "precision",
+    "tokens_per_step",
+    "steps",
+    "tokens",
+    "wall_time",
+    "crossed",
+    "source",
+)
+SANITY_PREFIX = "sanity-"  # results/sanity-<hardware>/: the evidence of a sanity run, not a run to the target
+TESTS_PATTERN = "tests-*.xml"  # results/tests-<hardware>.xml: pytest's JUnit XML of `make test JUNIT=...`
 
 
 @dataclass
@@ -148,8 +157,9 @@ def _fmt(value: Any, spec: str = "") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def summary_block(run: Run, others: Sequence[tuple[str, ...]] = ()) -> str:
-    """The run's figures as a table, then the comparison table (``others``: this project's other runs)."""
+def summary_block(run: Run, others: Sequence[tuple[str, ...]] = (), peers: Sequence[tuple[str, ...]] = ()) -> str:
+    """The run's figures as a table, then the comparison table (``others``: this project's other runs; ``peers``:
+    the runs of others)."""
     s, c = run.summary, run.config
     status = {
         "target_reached": f"**target reached** (stopped by the {str(s.get('stopped_by', '')).replace('_', ' ')})",
@@ -193,7 +203,7 @@ def summary_block(run: Run, others: Sequence[tuple[str, ...]] = ()) -> str:
         ("Command", f"`{c.get('command', '?')}`"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return f"| | |\n| --- | --- |\n{table}\n\n{comparison_block(run, others)}"
+    return f"| | |\n| --- | --- |\n{table}\n\n{comparison_block(run, others, peers)}"
 
 
 def _crossed(summary: dict[str, Any], last: dict[str, Any]) -> str:
@@ -209,6 +219,11 @@ def _crossed(summary: dict[str, Any], last: dict[str, Any]) -> str:
         "interrupted": f"not yet: interrupted, resumable ({logged})",
         "completed": f"not reached in its steps ({logged})",
     }.get(status, "not yet: in progress")
+
+
+def _verdict(summary: dict[str, Any], last: dict[str, Any]) -> str:
+    crossed = _crossed(summary, last)
+    return f"**target reached** by the {crossed}" if summary.get("status") == "target_reached" else crossed
 
 
 OTHER_PHASES = (64, 128, 192)  # where the phase column looks besides phase 0
@@ -258,30 +273,149 @@ def project_runs(results: Path, exclude: str | None = None) -> list[tuple[str, .
     """Rows for this project's other runs: each folder of ``results`` that holds the evidence of a run (its
     summary.json, run_config.json and train_metrics.csv), the one named ``exclude`` left out, linked by folder."""
     rows = []
+    for folder, summary, config, last in committed_runs(results):
+        if folder.name != exclude:
+            label = f"This project: [{folder.name}](results/{folder.name}/)"
+            rows.append(run_row(label, summary, config, last, folder / "phases.md"))
+    return rows
+
+
+def committed_runs(results: Path, sanity: bool = False) -> list[tuple[Path, dict, dict, dict]]:
+    """(folder, summary, run config, last metrics row) of each folder of ``results`` that holds the evidence of a run
+    (its summary.json, run_config.json and train_metrics.csv): the runs to the target, or with ``sanity`` the
+    sanity runs (folders named sanity-*)."""
+    runs = []
     for folder in sorted(path.parent for path in results.glob("*/summary.json")):
         files = [folder / "summary.json", folder / "run_config.json", folder / "train_metrics.csv"]
-        if folder.name == exclude or not all(path.is_file() for path in files):
+        if folder.name.startswith(SANITY_PREFIX) != sanity or not all(path.is_file() for path in files):
             continue
         try:
             summary, config = runlog.read_json(files[0]), runlog.read_json(files[1])
             metrics = runlog.read_metrics(files[2]) or [{}]
         except (OSError, ValueError) as err:
             raise UserError(f"cannot read the evidence in {folder}: {err}") from None
-        label = f"This project: [{folder.name}](results/{folder.name}/)"
-        rows.append(run_row(label, summary, config, metrics[-1], folder / "phases.md"))
-    return rows
+        runs.append((folder, summary, config, metrics[-1]))
+    return runs
 
 
-def comparison_block(run: Run, others: Sequence[tuple[str, ...]] = ()) -> str:
-    """This run beside this project's ``others`` (see ``project_runs``), the course's reference run and the best runs
-    of others (figures from their own logs)."""
+def others_rows(results: Path) -> list[tuple[str, ...]]:
+    """The runs of others in ``results``/others.csv as rows of the comparison table, the run linked to its source."""
+    path = results / OTHERS_FILE
+    if not path.is_file():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise UserError(f"cannot read {path}: {err}") from None
+    if rows and set(OTHERS_COLUMNS) - set(rows[0]):
+        raise UserError(f"{path} lacks the column(s) {', '.join(sorted(set(OTHERS_COLUMNS) - set(rows[0])))}")
+    out = []
+    for row in rows:
+        source = row["source"].strip()
+        name = f"[{row['run']}]({source})" if source.startswith("https://") else f"{row['run']} ({source})"
+        out.append((name, *(row[column] or "not stated" for column in OTHERS_COLUMNS[1:-1]), "–"))
+    return out
+
+
+def hardware_kind(device: str, amp: str) -> str:
+    """Which of the README's three kinds of machine (``HARDWARE_KINDS``) a recorded device was, from its name and
+    precision: ``--amp auto`` picks bf16 on a CPU only where it has bf16 matrix units (see device.machine_kind)."""
+    if not device.startswith("CPU"):
+        return "gpu"
+    return "cpu-no-bf16" if "no bf16 units" in device or amp not in ("bf16", "auto") else "cpu-bf16"
+
+
+HARDWARE_KINDS = {"cpu-no-bf16": "CPU without bf16 units", "cpu-bf16": "CPU with bf16 units", "gpu": "GPU"}
+
+
+def _minutes(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def runs_block(results: Path) -> str:
+    """The verdict of each run to the target whose evidence is in ``results``: what stopped it, at which loss, after
+    how many steps, tokens and minutes, with links to its evidence and its executed notebooks as HTML."""
+    lines = [
+        "| run | hardware | verdict | steps | tokens | wall time | notebooks |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for folder, summary, config, last in committed_runs(results):
+        device = summary.get("device") or config.get("device_name", "?")
+        amp = summary.get("amp") or config.get("amp", "?")
+        html = [f"[{p.stem[:2]}](results/{folder.name}/{p.name})" for p in sorted(folder.glob("*.html"))]
+        tokens = summary.get("tokens_seen", last.get("tokens_seen"))
+        lines.append(
+            f"| [{folder.name}](results/{folder.name}/) | {device}, {'fp32' if amp in ('off', None) else amp} "
+            f"| {_verdict(summary, last)} | {_fmt(summary.get('steps', int(last.get('step') or 0)), ',')} "
+            f"| {f'{tokens / 1e6:.2f}M' if tokens else '–'} "
+            f"| {_minutes(summary.get('wall_time_s', last.get('elapsed_s')))} | {' · '.join(html) or '–'} |"
+        )
+    return "\n".join(lines)
+
+
+def _tests_cell(path: Path) -> str:
+    """What pytest's JUnit XML says: counts and time."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as err:
+        raise UserError(f"cannot read {path}: {err}") from None
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    if suite is None:
+        raise UserError(f"{path} is not pytest's JUnit XML (no testsuite)")
+    total, skipped = int(suite.get("tests", 0)), int(suite.get("skipped", 0))
+    failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+    counts = f"{total - skipped - failed} passed" + (f", {failed} failed" if failed else "")
+    counts += f", {skipped} skipped" if skipped else ""
+    return f"{counts} in {_minutes(float(suite.get('time', 0)))} ([junit](results/{path.name}))"
+
+
+def _tests_device(path: Path) -> str:
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return ""
+    prop = root.find(".//properties/property[@name='device']")
+    return prop.get("value", "") if prop is not None else ""
+
+
+def commands_block(results: Path) -> str:
+    """The two first commands, ``make sanity`` and ``make test``, with what each took and printed on each kind of
+    machine, from the sanity runs (results/sanity-*/) and the tests' JUnit XML (results/tests-*.xml) committed."""
+    sanity: dict[str, str] = {}
+    for folder, summary, config, last in committed_runs(results, sanity=True):
+        kind = hardware_kind(summary.get("device") or config.get("device_name", ""), summary.get("amp", ""))
+        sanity[kind] = (
+            f"{_minutes(summary.get('wall_time_s', last.get('elapsed_s')))}, last loss "
+            f"{_fmt(last.get('loss'), '.2f')} ([run](results/{folder.name}/))"
+        )
+    tests: dict[str, str] = {}
+    for path in sorted(results.glob(TESTS_PATTERN)):
+        device = _tests_device(path)
+        tests[hardware_kind(device, "bf16")] = _tests_cell(path)  # its device names its bf16 units or "no bf16 units"
+    tests["gpu"] = "the tests run on the CPU"
+    header = "| command | " + " | ".join(HARDWARE_KINDS.values()) + " |"
+    rows = [
+        ("`make sanity`", sanity),
+        ("`make test`", tests),
+    ]
+    body = "\n".join(
+        f"| {cmd} | " + " | ".join(cells.get(kind, "no committed run yet") for kind in HARDWARE_KINDS) + " |"
+        for cmd, cells in rows
+    )
+    return f"{header}\n| --- | --- | --- | --- |\n{body}"
+
+
+def comparison_block(run: Run, others: Sequence[tuple[str, ...]] = (), peers: Sequence[tuple[str, ...]] = ()) -> str:
+    """This run beside this project's ``others`` (see ``project_runs``) and the runs of others, ``peers`` (see
+    ``others_rows``: the course's reference run and the best runs of others, figures from their own logs)."""
     ours = run_row("**This run**", run.summary, run.config, run.metrics[-1], RunDir(run.out_dir).phases)
     header = (
         "| run | hardware | precision | tokens/step | steps | tokens | wall time | what crossed the target "
         "| full-corpus loss at phase 0 / the worst of 64, 128, 192 |\n"
         "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |"
     )
-    rows = "\n".join("| " + " | ".join(row) + " |" for row in (ours, *others, *(r + ("–",) for r in OTHER_RUNS)))
+    rows = "\n".join("| " + " | ".join(row) + " |" for row in (ours, *others, *peers))
     return (
         f"{header}\n{rows}\n\nOnly this project's runs report the loss over the whole corpus; the others stopped on "
         f"the loss of one step (or a mean of steps), which a noisy batch can cross early. The wall time of a resumed "
@@ -294,7 +428,7 @@ def plot_block(plot_rel: str) -> str:
     return f"![Training loss per optimizer step, log scale, with the target line]({plot_rel})"
 
 
-def metrics_block(run: Run, results_rel: str, max_rows: int = 12) -> str:
+def metrics_block(run: Run, results_rel: str, max_rows: int = 8) -> str:
     """Evenly spaced rows of the metrics CSV, always with the first and the last."""
     rows = run.metrics
     if len(rows) > max_rows:
@@ -313,7 +447,7 @@ def metrics_block(run: Run, results_rel: str, max_rows: int = 12) -> str:
     return "\n".join(lines) + f"\n\n{len(run.metrics):,} rows in all: `{results_rel}/train_metrics.csv`."
 
 
-def log_excerpt(run: Run, head: int = 4, tail: int = 12) -> str:
+def log_excerpt(run: Run, head: int = 2, tail: int = 8) -> str:
     """The first and last lines of train.log, with a count of those left out ("" without a log)."""
     lines = run.log_lines
     if len(lines) > head + tail:
@@ -326,17 +460,16 @@ def logs_block(run: Run) -> str:
     return f"```text\n{excerpt}\n```" if excerpt else "*No train.log in the run directory.*"
 
 
-def samples_block(run: Run) -> str:
-    """The latest sample for each prompt."""
+def samples_block(run: Run, results_rel: str | None = None) -> str:
+    """The latest sample (of the first prompt written at the latest step), and where the others are."""
     if not run.samples:
         return "*No samples in the run directory.*"
-    latest: dict[str, dict[str, Any]] = {}
-    for sample in run.samples:
-        latest[sample["prompt"]] = sample  # later samples replace earlier ones
-    parts = [
-        f"Step {s['step']:,}, prompt `{s['prompt'].strip()}`:\n\n```text\n{s['output']}\n```" for s in latest.values()
-    ]
-    return "\n\n".join(parts)
+    step = run.samples[-1]["step"]
+    sample = next(s for s in run.samples if s["step"] == step)
+    text = f"Step {step:,}, prompt `{sample['prompt'].strip()}`:\n\n```text\n{sample['output']}\n```"
+    if results_rel and len(run.samples) > 1:
+        text += f"\n\n{len(run.samples):,} samples in all: [`{results_rel}/samples.txt`]({results_rel}/samples.txt)."
+    return text
 
 
 # ---------------------------------------------------------------------- the README
@@ -365,6 +498,16 @@ def replace_blocks(text: str, blocks: dict[str, str]) -> str:
     return text
 
 
+def still_running(notebook: Path) -> bool:
+    """Whether papermill is still executing this notebook (or was killed in it): papermill writes the notebook as it
+    goes and sets its end time only when the run is over, finished or failed."""
+    try:
+        meta = json.loads(notebook.read_text(encoding="utf-8")).get("metadata", {}).get("papermill")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(meta, dict) and bool(meta.get("start_time")) and not meta.get("end_time")
+
+
 def copy_evidence(src: Path, dst: Path) -> None:
     """Copy one evidence file; an executed notebook is marked ``keep_output`` so that nbstripout, which keeps the
     course notebooks' outputs out of commits, commits this one whole."""
@@ -388,17 +531,52 @@ def _results_folder(run: Run, readme: Path, name: str | None) -> tuple[str, Path
     return name, readme.resolve().parent / "results" / name
 
 
-def write_evidence(run: Run, results: Path) -> None:
-    """Draw the loss curve and copy it with the run's evidence files into ``results``."""
+def write_evidence(run: Run, results: Path) -> list[str]:
+    """Draw the loss curve and copy it with the run's evidence files into ``results``. A notebook that papermill is
+    still executing (and its HTML) is left out, so that results/ never holds a half-run notebook; the names left
+    out are returned."""
     try:
         results.mkdir(parents=True, exist_ok=True)
         run_dir = RunDir(run.out_dir)
         plot_loss_curve(run, run_dir.loss_curve)
         shutil.copyfile(run_dir.loss_curve, results / PLOT_NAME)
+        running = {path.stem for path in run_dir.root.glob("*.ipynb") if still_running(path)}
+        left_out = []
         for src, target in run_dir.evidence().items():
-            copy_evidence(src, results / target)
+            if src.suffix in (".ipynb", ".html") and src.stem in running:
+                left_out.append(target)
+            else:
+                copy_evidence(src, results / target)
+        return left_out
     except OSError as err:
         raise UserError(f"cannot write the evidence ({err.filename}: {err.strerror})") from None
+
+
+# The README's overview, drawn from results/ alone (every run's evidence there), refreshed whenever evidence is written.
+OVERVIEW_BLOCKS = {"RUNS": runs_block, "COMMANDS": commands_block}
+
+
+def run_blocks(run: Run, name: str, results: Path) -> dict[str, str]:
+    """The README blocks of one run (SUMMARY, PLOT, METRICS, LOGS, SAMPLES), its evidence in ``results``."""
+    results_rel = f"results/{name}"
+    return {
+        "SUMMARY": summary_block(run, project_runs(results.parent, exclude=name), others_rows(results.parent)),
+        "PLOT": plot_block(f"{results_rel}/{PLOT_NAME}"),
+        "METRICS": metrics_block(run, results_rel),
+        "LOGS": logs_block(run),
+        "SAMPLES": samples_block(run, results_rel),
+    }
+
+
+def _refuse_a_lesser_run(readme_text: str, run: Run, readme: Path) -> None:
+    shown = readme_text.split(_marker("SUMMARY", "START"), 1)[1].split(_marker("SUMMARY", "END"), 1)[0]
+    if "**target reached**" in shown and run.summary.get("status") != "target_reached":
+        raise UserError(
+            f"{readme} shows a run that reached the target, and {run.out_dir} did not "
+            f"(status: {run.summary.get('status', 'in progress')}); nothing was written. "
+            f"Replace it anyway with --force (in notebook 05: force = True), or keep its evidence only "
+            f"with --evidence_only"
+        )
 
 
 def write_report(
@@ -411,43 +589,36 @@ def write_report(
     """Render the loss curve and the README blocks of a run, copy the evidence to results/<name>/, rewrite the README.
 
     ``name`` defaults to the run directory's name. A README whose results show a run that reached the target is
-    not rewritten from a run that did not, unless ``force``. With ``evidence_only`` the README stays as it is and
-    only results/<name>/ is written (the evidence of a run in progress, say). The comparison table lists the other
-    runs whose evidence is in results/.
+    not rewritten from a run that did not, unless ``force``. With ``evidence_only`` the README's results stay as
+    they are and only results/<name>/ is written (the evidence of a run in progress, say), with the README's
+    overview of every run (OVERVIEW_BLOCKS, where it has their markers) drawn again from results/.
     """
     run = load_run(out_dir)
     readme = Path(readme)
     if not readme.is_file():
         raise UserError(f"README {readme} not found")
     name, results = _results_folder(run, readme, name)
-    if evidence_only:
-        write_evidence(run, results)
-        return {"readme": str(readme), "results": str(results), "changed": False, "blocks": {}}
-    results_rel = f"results/{name}"
-    blocks = {
-        "SUMMARY": summary_block(run, project_runs(results.parent, exclude=name)),
-        "PLOT": plot_block(f"{results_rel}/{PLOT_NAME}"),
-        "METRICS": metrics_block(run, results_rel),
-        "LOGS": logs_block(run),
-        "SAMPLES": samples_block(run),
-    }
     old = readme.read_text(encoding="utf-8")
-    new = replace_blocks(old, blocks)  # raises before anything is written
-    shown = old.split(_marker("SUMMARY", "START"), 1)[1].split(_marker("SUMMARY", "END"), 1)[0]
-    if "**target reached**" in shown and run.summary.get("status") != "target_reached" and not force:
-        raise UserError(
-            f"{readme} shows a run that reached the target, and {run.out_dir} did not "
-            f"(status: {run.summary.get('status', 'in progress')}); nothing was written. "
-            f"Replace it anyway with --force (in notebook 05: force = True), or keep its evidence only "
-            f"with --evidence_only"
-        )
-    write_evidence(run, results)
+    overview = [key for key in OVERVIEW_BLOCKS if _marker(key, "START") in old]
+    blocks = {} if evidence_only else run_blocks(run, name, results)
+    replace_blocks(old, {**blocks, **dict.fromkeys(overview, "")})  # raises before anything is written
+    if not evidence_only and not force:
+        _refuse_a_lesser_run(old, run, readme)
+    left_out = write_evidence(run, results)
+    blocks.update({key: OVERVIEW_BLOCKS[key](results.parent) for key in overview})
+    new = replace_blocks(old, blocks)
     if new != old:
         try:
             atomic_write(readme, lambda fh: fh.write(new.encode("utf-8")))
         except OSError as err:
             raise UserError(f"cannot write the report ({err.filename}: {err.strerror})") from None
-    return {"readme": str(readme), "results": str(results), "changed": new != old, "blocks": blocks}
+    return {
+        "readme": str(readme),
+        "results": str(results),
+        "changed": new != old,
+        "blocks": blocks,
+        "left_out": left_out,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -468,12 +639,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--evidence_only",
         action="store_true",
-        help="only copy the evidence to results/<run name>/ (a run in progress, say); the README stays as it is",
+        help="only copy the evidence to results/<run name>/ (a run in progress, say); of the README, only the "
+        "overview of the runs (RUNS, COMMANDS) is redrawn",
     )
     args = parser.parse_args(argv)
     report = write_report(args.out_dir, args.readme, args.name, args.force, args.evidence_only)
-    state = "left as it is" if args.evidence_only else "updated" if report["changed"] else "already up to date"
+    state = "updated" if report["changed"] else "already up to date"
+    if args.evidence_only:
+        state = f"left as it is but for its overview of the runs ({state})" if report["blocks"] else "left as it is"
     print(f"{args.readme} {state}; evidence in {report['results']}", file=sys.stderr)
+    if report["left_out"]:
+        print(
+            f"Not copied, still being run by papermill (or killed while it ran): {', '.join(report['left_out'])}; "
+            f"once it has finished, make html RUN_DIR={args.out_dir} copies it",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -56,3 +56,13 @@ def run_module(module: str, *args: str, timeout: int = 300) -> subprocess.Comple
         [sys.executable, "-m", module, *args],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_the_machine(record_testsuite_property) -> None:
+    """The machine the tests ran on, in pytest's JUnit XML (``make test JUNIT=1``), where the README reads it."""
+    import torch
+
+    from nanogpt_lib.device import device_name
+
+    record_testsuite_property("device", device_name(torch.device("cpu")))

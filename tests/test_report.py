@@ -73,7 +73,97 @@ def test_summary_tells_what_stopped_the_run(run_dir: Path) -> None:
     assert "Full-corpus loss" in block and "tiny, 6,862,464 parameters" in block
     ours = next(line for line in block.splitlines() if line.startswith("| **This run**"))
     assert "| 2×32×2 = 128 |" in ours and "| off |" in ours and "one step's loss" in ours
-    assert "| The course's reference run | RTX 4060 Ti | fp16 |" in block
+
+
+PEERS = (
+    "run,hardware,precision,tokens_per_step,steps,tokens,wall_time,crossed,source\n"
+    'The course\'s reference run,RTX 4060 Ti,fp16,"48×128×3 = 18,432","2,130",39.3M,~41 min,one step\'s loss,'
+    "the course's log\n"
+    '"Peer, fewest tokens",,,"8×256 = 2,048","4,578",9.38M,,one batch\'s loss,https://example.org/peer\n'
+)
+
+
+def test_the_runs_of_others_come_from_a_data_file_with_their_sources(run_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "others.csv").write_text(PEERS, encoding="utf-8")
+    readme = tmp_path / "README.md"
+    readme.write_text(README, encoding="utf-8")
+    report.write_report(run_dir, readme)
+    rows = [line for line in readme.read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
+    ours = rows.index(next(r for r in rows if r.startswith("| **This run**")))
+    assert rows[ours + 1].startswith("| The course's reference run (the course's log) | RTX 4060 Ti | fp16 |")
+    assert rows[ours + 2].startswith("| [Peer, fewest tokens](https://example.org/peer) | not stated | not stated |")
+    assert rows[ours + 2].endswith("| 9.38M | not stated | one batch's loss | – |")
+
+    (tmp_path / "results" / "others.csv").write_text("run,hardware\nx,y\n", encoding="utf-8")
+    with pytest.raises(UserError, match="others.csv lacks the column"):
+        report.write_report(run_dir, readme)
+
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0" failures="1"
+skipped="2" tests="20" time="312.5"><properties><property name="device" value="CPU X (x86_64, 2 threads, AMX)" />
+</properties></testsuite></testsuites>"""
+
+
+def test_the_first_screen_shows_each_run_and_the_two_commands_from_results(run_dir: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(README + "<!--AUTO:RUNS:START-->\n<!--AUTO:RUNS:END-->\n"
+                      "<!--AUTO:COMMANDS:START-->\n<!--AUTO:COMMANDS:END-->\n", encoding="utf-8")  # fmt: skip
+    slow = _interrupted_copy(run_dir, tmp_path / "slow")
+    report.write_report(slow, readme, evidence_only=True)
+    report.write_report(run_dir, readme, name="sanity-cpu-no-bf16", evidence_only=True)  # a sanity run's evidence
+    (tmp_path / "results" / "tests-cpu-bf16.xml").write_text(JUNIT, encoding="utf-8")
+    (tmp_path / "results" / "slow" / "04_full_training.html").write_text("<html></html>", encoding="utf-8")
+
+    report.write_report(run_dir, readme)  # its own row is there too, drawn after its evidence was copied
+    text = readme.read_text(encoding="utf-8")
+    runs = text.split("<!--AUTO:RUNS:START-->")[1].split("<!--AUTO:RUNS:END-->")[0]
+    assert (
+        f"| [{run_dir.name}](results/{run_dir.name}/) | CPU" in runs and "| **target reached** by the one step" in runs
+    )
+    assert "| [slow](results/slow/) |" in runs and "not yet: interrupted" in runs
+    assert "[04](results/slow/04_full_training.html)" in runs and "sanity-" not in runs
+    commands = text.split("<!--AUTO:COMMANDS:START-->")[1].split("<!--AUTO:COMMANDS:END-->")[0]
+    sanity = next(line for line in commands.splitlines() if line.startswith("| `make sanity`"))
+    assert sanity.startswith("| `make sanity` | ") and "([run](results/sanity-cpu-no-bf16/))" in sanity
+    assert sanity.endswith("| no committed run yet | no committed run yet |")  # none on a CPU with bf16 units, a GPU
+    tests = next(line for line in commands.splitlines() if line.startswith("| `make test`"))
+    assert tests == (
+        "| `make test` | no committed run yet | 17 passed, 1 failed, 2 skipped in 5.2 min ([junit](results/"
+        "tests-cpu-bf16.xml)) | the tests run on the CPU |"
+    )
+    assert report.write_report(run_dir, readme)["changed"] is False
+
+    # the evidence of another run redraws the overview, and only it
+    (tmp_path / "later").mkdir()
+    later = _interrupted_copy(run_dir, tmp_path / "later" / "run2")
+    before = readme.read_text(encoding="utf-8")
+    assert report.write_report(later, readme, evidence_only=True)["changed"]
+    after = readme.read_text(encoding="utf-8")
+    assert "| [run2](results/run2/) |" in after and "run2" not in after.replace(after.split("<!--AUTO:RUNS:")[1], "")
+    results_part = lambda text: text.split("<!--AUTO:RUNS:START-->")[0]  # noqa: E731  (the run's own blocks)
+    assert results_part(after) == results_part(before)
+
+
+def test_a_notebook_still_running_is_not_copied(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    running = {"cells": [], "metadata": {"papermill": {"start_time": "2026-01-01T00:00:00", "end_time": None}}}
+    (run / "05_report.ipynb").write_text(json.dumps(running), encoding="utf-8")
+    (run / "html").mkdir()
+    (run / "html" / "05_report.html").write_text("<html>half</html>", encoding="utf-8")
+    readme = tmp_path / "README.md"
+    readme.write_text(README, encoding="utf-8")
+    done = report.write_report(run, readme, evidence_only=True)
+    assert done["left_out"] == ["05_report.ipynb", "05_report.html"]
+    assert not (tmp_path / "results" / "run" / "05_report.ipynb").exists()
+    assert not (tmp_path / "results" / "run" / "05_report.html").exists()
+    running["metadata"]["papermill"]["end_time"] = "2026-01-01T00:01:00"  # papermill has finished it
+    (run / "05_report.ipynb").write_text(json.dumps(running), encoding="utf-8")
+    assert report.write_report(run, readme, evidence_only=True)["left_out"] == []
+    assert (tmp_path / "results" / "run" / "05_report.ipynb").is_file()
 
 
 def test_a_named_run_with_notebooks_and_html(run_dir: Path, tmp_path: Path) -> None:
@@ -197,7 +287,7 @@ def test_the_comparison_lists_the_projects_other_runs_from_results(run_dir: Path
     assert other.startswith("| This project: [slow](results/slow/) |") and "| 2×32×2 = 128 |" in other
     logged = report.load_run(slow).metrics[-1]["loss"]
     assert f"2 resumes | not yet: interrupted, resumable (last logged loss {logged:.4f}) |" in other
-    assert rows[ours + 2].startswith("| The course's reference run |")
+    assert not rows[ours + 2].startswith(("| The course", "| [Peer"))  # no results/others.csv: no runs of others
     assert not any(f"[{run_dir.name}]" in r or "[notes]" in r for r in rows)  # not itself, not a stray folder
 
     assert other.endswith("| not measured |")  # no phases.md in results/slow/
