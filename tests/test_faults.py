@@ -94,11 +94,13 @@ def test_kill_9_at_any_moment_then_resume(straight, tmp_path: Path, moment: str)
     if moment == "inside a checkpoint write":
         wait_for(proc, "WRITING")
         wait_for(proc, "WRITING")  # the second write: last.pt already exists and must survive
-    else:
-        wait_for(proc, "Model tiny")
-        time.sleep(random.Random(moment).uniform(0.2, 6.0))
+    else:  # after a random step before the last, a random part of a step later: in a step, a write, or between
+        rng = random.Random(moment)
+        wait_for(proc, f"step {rng.randint(1, STEPS - 1)}/")
+        time.sleep(rng.uniform(0.0, 0.3))
+    assert proc.poll() is None, "the run ended before the kill: this case tested nothing"
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    assert proc.wait(timeout=30) == -signal.SIGKILL  # it died by the kill, not of its own accord
     assert_resumes_to_the_straight_losses(corpus, out, expected)
 
 

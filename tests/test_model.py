@@ -86,9 +86,10 @@ def test_lm_head_is_tied_to_token_embedding() -> None:
     _, loss = model(x, x)
     loss.backward()
     assert model.transformer.wte.weight.grad is not None
-    # counted once: wte + wpe + blocks + ln_f, no separate head matrix
-    names = {name for name, _ in model.named_parameters()}
-    assert "lm_head.weight" not in names
+    # counted once: wte + wpe + the blocks + ln_f, with no V x C head matrix of its own
+    c, cfg = model.config.n_embd, model.config
+    block = 12 * c * c + 13 * c  # ln_1, attention (qkv, projection), ln_2, MLP (4x up, down), with biases
+    assert model.num_params() == cfg.vocab_size * c + cfg.block_size * c + cfg.n_layer * block + 2 * c
 
 
 def test_parameter_names_follow_gpt2() -> None:
