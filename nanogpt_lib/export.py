@@ -37,6 +37,7 @@ import torch
 from . import checkpoint
 from .errors import UserError, run_cli
 from .model import GPT
+from .report import load_run, plot_loss_curve, stop_of
 from .rundir import RunDir
 from .tokenizer import BPE_FILES, BPE_PACKAGE, encode, packaged_bpe_files
 
@@ -243,8 +244,11 @@ def summary_rows(ckpt: dict[str, Any], summary: dict[str, Any], run_config: dict
             recipe += f" after {tc['warmup_steps']} warm-up steps"
         recipe += f", seed {tc.get('seed', NOT_AVAILABLE)}"
     status = summary.get("status")
-    if status and summary.get("stopped_by") and summary.get("target_loss") is not None:
-        status = f"{status} ({summary['stopped_by']} ≤ {summary['target_loss']})"
+    stop = stop_of(summary)
+    if status == "target_reached" and stop and summary.get("target_loss") is not None:
+        status = f"{status} ({stop['what']} ≤ {summary['target_loss']})"
+    elif status and stop:
+        status = f"{status} ({stop['what']})"
     weights = NOT_AVAILABLE
     if isinstance(ckpt.get("step"), int):
         weights = f"step {ckpt['step']:,}"
@@ -377,8 +381,6 @@ def copy_loss_curve(run_dir: RunDir | None, folder: Path) -> bool:
     if not run_dir.metrics.is_file():
         return False
     try:
-        from .report import load_run, plot_loss_curve
-
         plot_loss_curve(load_run(run_dir.root), target)
         return True
     except (UserError, OSError, ValueError, KeyError) as err:

@@ -65,7 +65,10 @@ class LoopState:
         return sum(self.recent_losses) / max(1, len(self.recent_losses))
 
     def record(self, loss: float, target: float) -> None:
-        """Take in the loss of the step just done (``self.step``)."""
+        """Take in the loss of the step just done (``self.step``); one that is not a number is left out (the run
+        ends at it: see stop_rules.diverged)."""
+        if not math.isfinite(loss):
+            return
         self.recent_losses.append(loss)
         if loss < self.best_step_loss:
             self.best_step_loss, self.best_step = loss, self.step

@@ -162,7 +162,8 @@ def summary_block(run: Run, others: Sequence[tuple[str, ...]] = (), peers: Seque
     the runs of others)."""
     s, c = run.summary, run.config
     status = {
-        "target_reached": f"**target reached** (stopped by the {str(s.get('stopped_by', '')).replace('_', ' ')})",
+        "target_reached": f"**target reached** (stopped by {(stop_of(s) or {}).get('what', 'the target')})",
+        "diverged": "diverged (the loss stopped being a number)",
         "completed": "completed all steps without reaching the target",
         "interrupted": "interrupted (resumable from last.pt)",
     }.get(s.get("status"), "in progress (no summary.json yet)")
@@ -206,15 +207,31 @@ def summary_block(run: Run, others: Sequence[tuple[str, ...]] = (), peers: Seque
     return f"| | |\n| --- | --- |\n{table}\n\n{comparison_block(run, others, peers)}"
 
 
+# summary.json's "stop" as summaries written before it was recorded would have said it: (what, the value's key)
+OLDER_STOPS = {"full_corpus_loss": ("the full-corpus loss", "full_corpus_loss"), "step_loss": ("one step's loss",
+               "target_step_loss")}  # fmt: skip
+
+
+def stop_of(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The stop rule that ended a run, as summary.json records it (rule, status, value, what), or None."""
+    if summary.get("stop"):
+        return summary["stop"]
+    if summary.get("stopped_by") in OLDER_STOPS:
+        what, key = OLDER_STOPS[summary["stopped_by"]]
+        return {"rule": summary["stopped_by"], "status": summary.get("status"), "value": summary.get(key), "what": what}
+    return None
+
+
 def _crossed(summary: dict[str, Any], last: dict[str, Any]) -> str:
-    """Which loss crossed the target, or where a run stands that has not reached it: its last logged loss (the mean
-    of the steps since the row before), not one noisy step."""
-    status = summary.get("status")
-    if status == "target_reached" and summary.get("stopped_by") == "full_corpus_loss":
-        return f"full-corpus loss ({_fmt(summary.get('full_corpus_loss'), '.4f')})"
-    if status == "target_reached":
-        return f"one step's loss ({_fmt(summary.get('target_step_loss'), '.4f')})"
+    """What ended the run and its value (as summary.json records the stop), or where a run stands that has not
+    reached the target: its last logged loss (the mean of the steps since the row before), not one noisy step."""
+    status, stop = summary.get("status"), stop_of(summary)
     logged = f"last logged loss {_fmt(last.get('loss'), '.4f')}"
+    if status == "target_reached" and stop:
+        value = stop["value"]
+        return f"{stop['what'].removeprefix('the ')} ({value:.4f})" if isinstance(value, float) else stop["what"]
+    if status in ("completed", "diverged") and stop:
+        return f"not reached: stopped by {stop['what']} ({logged})"
     return {
         "interrupted": f"not yet: interrupted, resumable ({logged})",
         "completed": f"not reached in its steps ({logged})",

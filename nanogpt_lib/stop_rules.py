@@ -1,10 +1,16 @@
 """When the loop measures the full-corpus loss, and when it stops: small pure functions of the options and the state.
 
-A new rule is a function here, called from ``corpus_pass_reason`` or ``stopped_by``, with a unit test in
-tests/test_stop_rules.py.
+``decide`` is the one stop decision, for the training loop and the sweep alike: it asks each rule of ``RULES`` in
+turn and returns the first ``Stop``, which summary.json records (``stopped_by``, ``stop``) and the report reads. A
+new stop rule is one function of ``(cfg, state, seen)`` added to ``RULES`` (maybe with an option in TrainConfig),
+with a unit test in tests/test_stop_rules.py.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 from .config import TrainConfig
 from .loop_state import LoopState
@@ -52,10 +58,100 @@ def corpus_pass_reason(cfg: TrainConfig, state: LoopState) -> str | None:
     return why
 
 
-def stopped_by(stop_on: str, target: float, step_loss: float, corpus_loss: float | None) -> str | None:
-    """Which loss ended the run at this step ("step" or "corpus"), or None to go on."""
-    if stop_on == "step" and step_loss <= target:
-        return "step"
-    if stop_on == "corpus" and corpus_loss is not None and corpus_loss <= target:
-        return "corpus"
+@dataclass(frozen=True)
+class Seen:
+    """What a rule may look at besides the options and the loop's state: this step's losses and what the run has
+    used up. ``token_cap`` and ``time_cap_s`` bound a sweep's trials (None: no cap)."""
+
+    step_loss: float
+    corpus_loss: float | None = None  # measured after this step, or None
+    tokens_seen: int = 0
+    token_cap: int | None = None
+    time_cap_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a run ends at this step: the rule (summary.json's ``stopped_by``), how the run ended (its ``status``),
+    the value that decided, what that value is in words, and the line for the log."""
+
+    rule: str
+    status: str  # target_reached, diverged or completed
+    value: float | None
+    what: str
+    message: str
+
+    def record(self) -> dict[str, object]:
+        """The ``stop`` entry of summary.json (without the log line; a value that is not a number as text, as JSON
+        has no NaN)."""
+        value = self.value if self.value is None or math.isfinite(self.value) else str(self.value)
+        return {**{k: v for k, v in asdict(self).items() if k != "message"}, "value": value}
+
+
+def diverged(cfg: TrainConfig, state: LoopState, seen: Seen) -> Stop | None:
+    if math.isfinite(seen.step_loss):
+        return None
+    return Stop(
+        "diverged",
+        "diverged",
+        seen.step_loss,
+        "the step loss",
+        f"the loss became {seen.step_loss} at step {state.step}: training diverged",
+    )
+
+
+def step_loss_at_target(cfg: TrainConfig, state: LoopState, seen: Seen) -> Stop | None:
+    if cfg.stop_on != "step" or seen.step_loss > cfg.target_loss:
+        return None
+    return Stop(
+        "step_loss",
+        "target_reached",
+        seen.step_loss,
+        "one step's loss",
+        f"Target reached: step loss {seen.step_loss:.6f} <= {cfg.target_loss} at step {state.step}",
+    )
+
+
+def corpus_loss_at_target(cfg: TrainConfig, state: LoopState, seen: Seen) -> Stop | None:
+    if cfg.stop_on != "corpus" or seen.corpus_loss is None or seen.corpus_loss > cfg.target_loss:
+        return None
+    return Stop(
+        "full_corpus_loss",
+        "target_reached",
+        seen.corpus_loss,
+        "the full-corpus loss",
+        f"Target reached: full-corpus loss {seen.corpus_loss:.6f} <= {cfg.target_loss} at step {state.step}",
+    )
+
+
+def all_steps_done(cfg: TrainConfig, state: LoopState, seen: Seen) -> Stop | None:
+    if state.step < cfg.steps:
+        return None
+    return Stop("steps", "completed", state.step, "--steps", f"All {cfg.steps} steps done without reaching the target")
+
+
+def token_cap(cfg: TrainConfig, state: LoopState, seen: Seen) -> Stop | None:
+    if seen.token_cap is None or seen.tokens_seen < seen.token_cap:
+        return None
+    return Stop("token_cap", "completed", seen.tokens_seen, "the token cap", f"token cap ({seen.token_cap:,})")
+
+
+def time_cap(cfg: TrainConfig, state: LoopState, seen: Seen) -> Stop | None:
+    if seen.time_cap_s is None or state.timers["train_s"] < seen.time_cap_s:
+        return None
+    return Stop("time_cap", "completed", state.timers["train_s"], "the time cap", f"time cap ({seen.time_cap_s:g} s)")
+
+
+Rule = Callable[[TrainConfig, LoopState, Seen], "Stop | None"]
+# In order: a loss that is not a number ends the run before anything else reads it; reaching the target beats a cap
+# reached at the same step.
+RULES: tuple[Rule, ...] = (diverged, step_loss_at_target, corpus_loss_at_target, all_steps_done, token_cap, time_cap)
+
+
+def decide(cfg: TrainConfig, state: LoopState, seen: Seen) -> Stop | None:
+    """What stops the run after the step ``state.step`` (its losses in ``seen``), or None to go on."""
+    for rule in RULES:
+        stop = rule(cfg, state, seen)
+        if stop is not None:
+            return stop
     return None

@@ -17,8 +17,8 @@ text, not only the measured windows) as a parameter file for ``papermill -f`` an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import math
 import shlex
 import sys
 import time
@@ -28,12 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import stop_rules
 from .atomic import atomic_write
 from .config import TrainConfig, load_options, model_config
 from .data import Batches
 from .device import DEVICE_CHOICES, configure_backends, device_name, pick_device, resolve_amp, synchronize
 from .errors import UserError, run_cli
 from .evaluate import corpus_loss
+from .loop_state import LoopState
 from .model import GPT
 from .optim import make_optimizers
 from .tokenizer import encode_file, get_tokenizer, read_text
@@ -65,17 +67,8 @@ def load_plan(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return base, trials
 
 
-def run_trial(
-    model: GPT, runner: torch.nn.Module, tokens, cfg: TrainConfig, device: torch.device, amp: str,
-    token_cap: int, time_cap_s: float,
-) -> dict[str, Any]:  # fmt: skip
-    """Train ``model`` from a fresh initialisation until the full-corpus loss reaches the target or a cap."""
-    torch.manual_seed(cfg.seed)
-    model.reset_parameters()
-    model.train()
-    optimizers = make_optimizers(model, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    batches = Batches(
+def _batches(tokens, cfg: TrainConfig, device: torch.device) -> Batches:
+    return Batches(
         tokens,
         cfg.batch_size,
         cfg.seq_len,
@@ -86,53 +79,59 @@ def run_trial(
         window_order=cfg.window_order,
         measured_from_tokens=measured_from_tokens(cfg, cfg.tokens_per_step),
     )
-    row: dict[str, Any] = {"steps": 0, "train_s": 0.0, "warmup_s": 0.0, "eval_s": 0.0, "step_cross": None,
-                           "corpus_cross": None, "result": ""}  # fmt: skip
-    last_eval = -math.inf
-    step = 0
+
+
+def run_trial(
+    model: GPT, runner: torch.nn.Module, tokens, cfg: TrainConfig, device: torch.device, amp: str,
+    token_cap: int, time_cap_s: float,
+) -> dict[str, Any]:  # fmt: skip
+    """Train ``model`` from a fresh initialisation until the stop decision of the training loop ends the trial
+    (stop_rules.decide: the full-corpus loss at the target, a diverged loss, --steps, the token or time cap)."""
+    torch.manual_seed(cfg.seed)
+    model.reset_parameters()
+    model.train()
+    cfg = dataclasses.replace(cfg, stop_on="corpus")  # a trial reaches the target by the full-corpus loss only
+    optimizers, batches = make_optimizers(model, cfg), _batches(tokens, cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    state = LoopState.fresh(cfg.log_every)
+    timers = state.timers
+    row: dict[str, Any] = {"step_cross": None, "corpus_cross": None}
+
+    def measure(at: np.ndarray) -> float:
+        return corpus_loss(model, at, cfg.seq_len, cfg.batch_size * cfg.grad_accum, device, amp)
+
     while True:
-        if batches.tokens_seen >= token_cap:
-            row["result"] = f"token cap ({token_cap:,})"
-            break
-        if row["train_s"] >= time_cap_s:
-            row["result"] = f"time cap ({time_cap_s:g} s)"
-            break
-        if step >= cfg.steps:
-            row["result"] = f"--steps ({cfg.steps})"
-            break
-        step += 1
+        state.step += 1
         synchronize(device)
         t0 = time.perf_counter()
-        loss, _, _ = training_step(runner, model, optimizers, scaler, batches.next, cfg, step, device, amp)
-        value = loss.item()
-        seconds = time.perf_counter() - t0
-        row["warmup_s" if step == 1 else "train_s"] += seconds  # the first step may compile a new shape
-        if not math.isfinite(value):
-            row["result"] = f"diverged (loss {value} at step {step})"
+        loss = training_step(runner, model, optimizers, scaler, batches.next, cfg, state.step, device, amp)[0].item()
+        timers["warmup_s" if state.step == 1 else "train_s"] += time.perf_counter() - t0  # step 1 may compile
+        state.record(loss, cfg.target_loss)
+        if state.target_step == state.step:
+            row["step_cross"] = (state.step, batches.tokens_seen, timers["train_s"])
+        corpus = None
+        if loss <= cfg.target_loss and (
+            state.last_eval_step == 0 or state.step - state.last_eval_step >= cfg.log_every
+        ):
+            t1 = time.perf_counter()  # the full-corpus pass is costly: at most once per log_every steps
+            corpus = measure(tokens)
+            timers["eval_s"] += time.perf_counter() - t1
+            state.record_corpus_loss(corpus)
+        seen = stop_rules.Seen(loss, corpus, batches.tokens_seen, token_cap, time_cap_s)
+        stop = stop_rules.decide(cfg, state, seen)
+        if stop is not None:
             break
-        if value <= cfg.target_loss:
-            if row["step_cross"] is None:
-                row["step_cross"] = (step, batches.tokens_seen, row["train_s"])
-            if step - last_eval >= cfg.log_every:  # the full-corpus pass is costly: not on every step
-                last_eval = step
-                t1 = time.perf_counter()
-                full = corpus_loss(model, tokens, cfg.seq_len, cfg.batch_size * cfg.grad_accum, device, amp)
-                row["eval_s"] += time.perf_counter() - t1
-                if full <= cfg.target_loss:
-                    row["corpus_cross"] = (step, batches.tokens_seen, row["train_s"], full)
-                    row["result"] = "target reached"
-                    break
-    row.update(steps=step, tokens=batches.tokens_seen)
+    if stop.status == "target_reached":
+        row["corpus_cross"] = (state.step, batches.tokens_seen, timers["train_s"], corpus)
+    result = "target reached" if stop.status == "target_reached" else stop.message
+    row.update(steps=state.step, tokens=batches.tokens_seen, train_s=timers["train_s"], warmup_s=timers["warmup_s"],
+               result=result, passes=batches.tokens_seen / len(tokens))  # fmt: skip
     t1 = time.perf_counter()
-    if row["corpus_cross"] is not None:
-        row["final_loss"] = row["corpus_cross"][3]
-    else:  # where a trial stopped short of the target: comparable across trials of equal tokens
-        row["final_loss"] = corpus_loss(model, tokens, cfg.seq_len, cfg.batch_size * cfg.grad_accum, device, amp)
+    # where a trial stopped short of the target: comparable across trials of equal tokens
+    row["final_loss"] = corpus if row["corpus_cross"] else measure(tokens)
     # the same text cut half a window later: whether the model learned the text or the measured windows
-    mid = cfg.seq_len // 2
-    row["mid_phase_loss"] = corpus_loss(model, tokens[mid:], cfg.seq_len, cfg.batch_size * cfg.grad_accum, device, amp)
-    row["eval_s"] += time.perf_counter() - t1
-    row["passes"] = batches.tokens_seen / len(tokens)
+    row["mid_phase_loss"] = measure(tokens[cfg.seq_len // 2 :])
+    row["eval_s"] = timers["eval_s"] + time.perf_counter() - t1
     return row
 
 

@@ -192,13 +192,15 @@ def out_of_memory_advice(cfg: TrainConfig, step: int) -> str:
     )
 
 
-def summary_record(trainer: Trainer, status: str, stopped_by: str | None, corpus: float | None) -> dict[str, Any]:
-    """summary.json: how the run ended, its losses, tokens and times (every session summed), and its hardware."""
+def summary_record(trainer: Trainer, status: str, stop: stop_rules.Stop | None, corpus: float | None) -> dict[str, Any]:
+    """summary.json: how the run ended (and by which stop rule, with its value), its losses, tokens and times (every
+    session summed), and its hardware."""
     cfg, state, timers = trainer.cfg, trainer.state, trainer.state.timers
     return {
         "status": status,
         "signal": (trainer.stop_requests.name or "a signal to another process") if status == "interrupted" else None,
-        "stopped_by": {"step": "step_loss", "corpus": "full_corpus_loss"}.get(stopped_by),
+        "stopped_by": stop.rule if stop else None,
+        "stop": stop.record() if stop else None,
         "target_loss": cfg.target_loss,
         "steps": state.step,
         "steps_requested": cfg.steps,
@@ -613,22 +615,25 @@ class Trainer:
             self.group.close()
 
     def _loop(self) -> dict[str, Any]:
-        """Step → record → maybe evaluate → maybe log → maybe stop → periodic save and sample → signal check."""
+        """Step → record → maybe evaluate → the stop decision → maybe log → periodic save and sample → signals."""
         cfg, state = self.cfg, self.state
         self.session_start = time.perf_counter()
         start_step = state.step
         self._announce()
-        corpus = None
-        while state.step < cfg.steps:
+        if state.step >= cfg.steps:
+            return self._finish("completed", None, None)
+        while True:
             step_loss, grad_norm, lr = self._step(first=state.step == start_step)
             state.record(step_loss, cfg.target_loss)
-            why = stop_rules.corpus_pass_reason(cfg, state)
+            why = stop_rules.corpus_pass_reason(cfg, state) if math.isfinite(step_loss) else None
             corpus = self._corpus_loss(why) if why else None
-            stopped_by = stop_rules.stopped_by(cfg.stop_on, cfg.target_loss, step_loss, corpus)
-            if state.step % cfg.log_every == 0 or stopped_by or corpus is not None or state.step == cfg.steps:
+            stop = stop_rules.decide(cfg, state, stop_rules.Seen(step_loss, corpus, self.batches.tokens_seen))
+            if stop is not None and stop.status == "diverged":
+                self._diverge(stop)
+            if state.step % cfg.log_every == 0 or stop or corpus is not None:
                 self._log_row(step_loss, grad_norm, lr, corpus)
-            if stopped_by:
-                return self._reach_target(stopped_by, step_loss, corpus)
+            if stop is not None:
+                return self._end(stop, corpus)
             if cfg.save_every and state.step % cfg.save_every == 0:
                 self._checkpoint()
             if cfg.sample_every and state.step % cfg.sample_every == 0:
@@ -641,11 +646,6 @@ class Trainer:
                     f"saved last.pt; continue with --resume."
                 )
                 return self._finish("interrupted", None, None)
-        if state.step > start_step:
-            self._checkpoint()
-            if not (cfg.sample_every and state.step % cfg.sample_every == 0):
-                self._sample()  # while the checkpoints are written
-        return self._finish("completed", None, corpus)
 
     def _announce(self) -> None:
         cfg, state = self.cfg, self.state
@@ -717,14 +717,6 @@ class Trainer:
             timers["train_tokens"] += self.tokens_per_step
             self.interval[0] += self.tokens_per_step
             self.interval[1] += seconds
-        if not math.isfinite(step_loss):
-            message = (
-                f"the loss became {step_loss} at step {state.step}: training diverged. last.pt (step "
-                f"{self.saved_step}) is untouched; try --amp bf16 (or off) or a lower --lr, then --resume"
-            )
-            self._say(f"Stopped: {message}")
-            self._finish("diverged", None, None)
-            raise UserError(message)
         return step_loss, grad_norm, lr
 
     def _log_row(self, step_loss: float, grad_norm: torch.Tensor | None, lr: float, corpus: float | None) -> None:
@@ -750,22 +742,33 @@ class Trainer:
         self._emit("on_log", row)
         self.interval = [0, 0.0]
 
-    def _reach_target(self, stopped_by: str, step_loss: float, corpus: float | None) -> dict[str, Any]:
-        which = "step loss" if stopped_by == "step" else "full-corpus loss"
-        value = step_loss if stopped_by == "step" else corpus
-        self._say(
-            f"Target reached: {which} {value:.6f} <= {self.cfg.target_loss} at step {self.state.step} "
-            f"({self.batches.tokens_seen:,} tokens, {self.elapsed():.1f}s)"
-        )
-        self._save(best=(value, f"target reached by the {which}"))
-        self._sample()  # while the checkpoints are written
-        if corpus is None:
+    def _end(self, stop: stop_rules.Stop, corpus: float | None) -> dict[str, Any]:
+        """The run ends here: at the target (best.pt with the weights that reached it, both losses measured) or
+        after its last step."""
+        self._say(f"{stop.message} ({self.batches.tokens_seen:,} tokens, {self.elapsed():.1f}s)")
+        reached = stop.status == "target_reached"
+        if reached:
+            self._save(best=(stop.value, f"target reached by {stop.what}"))
+        else:
+            self._checkpoint()
+        self._sample()  # while the checkpoints are written (the periodic sample of this step comes after the stop)
+        if corpus is None and reached:
             corpus = self._corpus_loss("the run reached its target: the summary reports both losses")
-        return self._finish("target_reached", stopped_by, corpus)
+        return self._finish(stop.status, stop, corpus)
 
-    def _finish(self, status: str, stopped_by: str | None, corpus: float | None) -> dict[str, Any]:
+    def _diverge(self, stop: stop_rules.Stop) -> None:
+        """A loss that is not a number: the summary says so, last.pt stays as it was, the run stops with one line."""
+        message = (
+            f"{stop.message}. last.pt (step {self.saved_step}) is untouched; try --amp bf16 (or off) or a lower --lr, "
+            f"then --resume"
+        )
+        self._say(f"Stopped: {message}")
+        self._finish("diverged", stop, None)
+        raise UserError(message)
+
+    def _finish(self, status: str, stop: stop_rules.Stop | None, corpus: float | None) -> dict[str, Any]:
         self._wait_for_writes()  # the summary is written once the checkpoints it describes are on disk
-        summary = summary_record(self, status, stopped_by, corpus)
+        summary = summary_record(self, status, stop, corpus)
         if self.group.is_main:
             self.run_dir.write_summary(summary)
         elapsed, held = summary["wall_time_s"], self.state.timers["checkpoint_s"]

@@ -69,7 +69,11 @@ def test_readme_blocks_are_filled_and_idempotent(run_dir: Path, tmp_path: Path, 
 
 def test_summary_tells_what_stopped_the_run(run_dir: Path) -> None:
     block = report.summary_block(report.load_run(run_dir))
-    assert "**target reached** (stopped by the step loss)" in block
+    assert "**target reached** (stopped by one step's loss)" in block
+    summary = report.load_run(run_dir).summary  # the stop as the loop decided it, which the report reads
+    assert summary["stopped_by"] == "step_loss" and summary["stop"] == {
+        "rule": "step_loss", "status": "target_reached", "value": summary["target_step_loss"], "what": "one step's loss"
+    }  # fmt: skip
     assert "Full-corpus loss" in block and "tiny, 6,862,464 parameters" in block
     ours = next(line for line in block.splitlines() if line.startswith("| **This run**"))
     assert "| 2×32×2 = 128 |" in ours and "| off |" in ours and "one step's loss" in ours

@@ -43,11 +43,28 @@ def test_corpus_pass_reason_follows_the_options() -> None:
     assert stop_rules.corpus_pass_reason(TrainConfig(log_every=2, eval_every=30), far) is None
 
 
-def test_stopped_by() -> None:
-    assert stop_rules.stopped_by("step", 0.1, 0.09, None) == "step"
-    assert stop_rules.stopped_by("step", 0.1, 0.11, 0.05) is None  # a full-corpus loss does not stop --stop_on step
-    assert stop_rules.stopped_by("corpus", 0.1, 0.01, None) is None  # one low step is not enough
-    assert stop_rules.stopped_by("corpus", 0.1, 0.5, 0.1) == "corpus"
+def test_the_stop_decision() -> None:
+    decide, Seen = stop_rules.decide, stop_rules.Seen
+    step, corpus = (
+        TrainConfig(stop_on="step", target_loss=0.1, steps=50),
+        TrainConfig(stop_on="corpus", target_loss=0.1),
+    )
+    at = state_at(10, [0.5])
+    reached = decide(step, at, Seen(0.09))
+    assert (reached.rule, reached.status, reached.value, reached.what) == ("step_loss", "target_reached", 0.09,
+                                                                           "one step's loss")  # fmt: skip
+    assert decide(step, at, Seen(0.11, corpus_loss=0.05)) is None  # a full-corpus loss does not stop --stop_on step
+    assert decide(corpus, at, Seen(0.01)) is None  # one low step is not enough
+    assert decide(corpus, at, Seen(0.5, corpus_loss=0.1)).rule == "full_corpus_loss"
+    nan = decide(corpus, at, Seen(float("nan"), corpus_loss=0.05))  # a loss that is not a number comes first
+    assert nan.status == "diverged" and "diverged" in nan.message and nan.record()["value"] == "nan"
+    assert decide(step, state_at(50, [0.5]), Seen(0.5)).rule == "steps"  # --steps done: completed
+    assert decide(step, state_at(50, [0.5]), Seen(0.05)).rule == "step_loss"  # the target beats --steps
+    assert decide(corpus, at, Seen(0.5, tokens_seen=100, token_cap=100)).rule == "token_cap"
+    assert decide(corpus, at, Seen(0.5, tokens_seen=99, token_cap=100)) is None
+    timed = state_at(10, [0.5])
+    timed.timers["train_s"] = 30.0
+    assert decide(corpus, timed, Seen(0.5, time_cap_s=30.0)).status == "completed"
 
 
 def test_loop_state_records_and_round_trips() -> None:
