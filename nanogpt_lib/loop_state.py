@@ -3,12 +3,56 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 # Seconds (and the token count behind tokens/s) that the summary reports, summed over every session of a run.
 TIMERS = ("elapsed_s", "train_s", "train_tokens", "warmup_s", "checkpoint_s", "sample_s", "eval_s", "lost_s")
+
+
+@dataclass
+class Lap:
+    """The seconds one timed phase took, known when its ``with`` block ends."""
+
+    seconds: float = 0.0
+
+
+class Timers:
+    """The run's time by phase, summed over every session (last.pt carries the totals): ``with timers.phase(name)``
+    times a block and adds it to its total; ``elapsed()`` is the wall time of every session so far."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = dict.fromkeys(TIMERS, 0.0)
+        self.session_start = time.perf_counter()
+
+    def __getitem__(self, name: str) -> float:
+        return self.totals[name]
+
+    def __setitem__(self, name: str, value: float) -> None:
+        self.totals[name] = value
+
+    def add(self, name: str, amount: float) -> None:
+        self.totals[name] += amount
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[Lap]:
+        lap, start = Lap(), time.perf_counter()
+        try:
+            yield lap
+        finally:
+            lap.seconds = time.perf_counter() - start
+            self.totals[name] += lap.seconds
+
+    def start_session(self) -> None:
+        self.session_start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Wall time of the run so far: the earlier sessions' total, and this one's."""
+        return self.totals["elapsed_s"] + (time.perf_counter() - self.session_start)
 
 
 @dataclass
@@ -24,7 +68,7 @@ class LoopState:
     target_step_loss: float | None = None
     last_eval_step: int = 0  # the step of the last full-corpus pass
     corpus_offset: float = 0.0  # full-corpus loss minus the mean of recent_losses, at that pass
-    timers: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TIMERS, 0.0))
+    timers: Timers = field(default_factory=Timers)
 
     @classmethod
     def fresh(cls, window: int) -> LoopState:
@@ -42,7 +86,7 @@ class LoopState:
         state.target_step, state.target_step_loss = loop.get("target_step"), loop.get("target_step_loss")
         state.last_eval_step = int(loop.get("last_eval_step", 0))
         state.corpus_offset = float(loop.get("corpus_offset", 0.0))
-        state.timers.update({k: float(v) for k, v in loop["timers"].items()})
+        state.timers.totals.update({k: float(v) for k, v in loop["timers"].items()})
         return state
 
     def to_dict(self, elapsed_s: float) -> dict[str, Any]:
@@ -57,7 +101,7 @@ class LoopState:
             "target_step_loss": self.target_step_loss,
             "last_eval_step": self.last_eval_step,
             "corpus_offset": self.corpus_offset,
-            "timers": {**self.timers, "elapsed_s": elapsed_s},
+            "timers": {**self.timers.totals, "elapsed_s": elapsed_s},
         }
 
     @property

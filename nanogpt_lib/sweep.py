@@ -21,7 +21,6 @@ import dataclasses
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +102,9 @@ def run_trial(
     while True:
         state.step += 1
         synchronize(device)
-        t0 = time.perf_counter()
-        loss = training_step(runner, model, optimizers, scaler, batches.next, cfg, state.step, device, amp)[0].item()
-        timers["warmup_s" if state.step == 1 else "train_s"] += time.perf_counter() - t0  # step 1 may compile
+        with timers.phase("warmup_s" if state.step == 1 else "train_s"):  # the first step may compile
+            loss = training_step(runner, model, optimizers, scaler, batches.next, cfg, state.step, device, amp)[0]
+            loss = loss.item()
         state.record(loss, cfg.target_loss)
         if state.target_step == state.step:
             row["step_cross"] = (state.step, batches.tokens_seen, timers["train_s"])
@@ -113,9 +112,8 @@ def run_trial(
         if loss <= cfg.target_loss and (
             state.last_eval_step == 0 or state.step - state.last_eval_step >= cfg.log_every
         ):
-            t1 = time.perf_counter()  # the full-corpus pass is costly: at most once per log_every steps
-            corpus = measure(tokens)
-            timers["eval_s"] += time.perf_counter() - t1
+            with timers.phase("eval_s"):  # the full-corpus pass is costly: at most once per log_every steps
+                corpus = measure(tokens)
             state.record_corpus_loss(corpus)
         seen = stop_rules.Seen(loss, corpus, batches.tokens_seen, token_cap, time_cap_s)
         stop = stop_rules.decide(cfg, state, seen)
@@ -126,12 +124,12 @@ def run_trial(
     result = "target reached" if stop.status == "target_reached" else stop.message
     row.update(steps=state.step, tokens=batches.tokens_seen, train_s=timers["train_s"], warmup_s=timers["warmup_s"],
                result=result, passes=batches.tokens_seen / len(tokens))  # fmt: skip
-    t1 = time.perf_counter()
-    # where a trial stopped short of the target: comparable across trials of equal tokens
-    row["final_loss"] = corpus if row["corpus_cross"] else measure(tokens)
-    # the same text cut half a window later: whether the model learned the text or the measured windows
-    row["mid_phase_loss"] = measure(tokens[cfg.seq_len // 2 :])
-    row["eval_s"] = timers["eval_s"] + time.perf_counter() - t1
+    with timers.phase("eval_s"):
+        # where a trial stopped short of the target: comparable across trials of equal tokens
+        row["final_loss"] = corpus if row["corpus_cross"] else measure(tokens)
+        # the same text cut half a window later: whether the model learned the text or the measured windows
+        row["mid_phase_loss"] = measure(tokens[cfg.seq_len // 2 :])
+    row["eval_s"] = timers["eval_s"]
     return row
 
 

@@ -23,7 +23,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -328,7 +327,6 @@ class Trainer:
         self.resumes: list[dict[str, Any]] = []  # one entry per session that continued this run
         self.resumed_from_checkpoint = self.resume_missing = False
         self.saved_step = 0  # the step last.pt holds (or is being written with)
-        self.session_start = time.perf_counter()
         self.group = distributed.Group()  # a group of one until _setup() joins torchrun's
         self.tokens_per_step = cfg.tokens_per_step  # by all processes together
         self.no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
@@ -364,7 +362,7 @@ class Trainer:
 
     def elapsed(self) -> float:
         """Wall time of the run so far, every session counted."""
-        return self.state.timers["elapsed_s"] + (time.perf_counter() - self.session_start)
+        return self.state.timers.elapsed()
 
     # ------------------------------------------------------------------ set-up
 
@@ -480,8 +478,8 @@ class Trainer:
             if self.metrics.dropped:
                 last_row = self.metrics.dropped[-1]
                 lost_s = max(0.0, float(last_row.get("elapsed_s") or 0.0) - state.timers["elapsed_s"])
-                state.timers["elapsed_s"] += lost_s
-                state.timers["lost_s"] += lost_s
+                state.timers.add("elapsed_s", lost_s)
+                state.timers.add("lost_s", lost_s)
                 lost = {"steps_redone": int(last_row["step"]) - state.step, "seconds_lost": round(lost_s, 3)}
             changed = changed_options(previous.get("train_config", {}), self.cfg.to_dict())
             self.resumes.append(
@@ -507,29 +505,28 @@ class Trainer:
         is what ``checkpoint_s`` counts. Under torchrun every process takes part (each one's RNG state goes into
         last.pt) and rank 0 writes.
         """
-        t0 = time.perf_counter()
-        state, files = self.state, []
-        if best is not None:
-            state.best_saved_loss = best[0]  # before the payload of last.pt, which carries it
-            files.append((self.run_dir.best, checkpoint.weights_record(self.raw_model, state.step, *best)))
-            self._say(f"New best loss {best[0]:.6f} ({best[1]}) at step {state.step}: writing best.pt")
-        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        rng = {"torch": torch.get_rng_state(), "cuda": cuda_rng}
-        if self.group.enabled:
-            rng = {**rng, "ranks": self.group.gather(rng)}
-        self.saved_step = state.step
-        if self.group.is_main:
-            last = checkpoint.resume_record(
-                self.raw_model,
-                self.cfg.to_dict(),
-                self.optimizers,
-                self.scaler,
-                self.batches.state_dict(),
-                rng,
-                state.to_dict(self.elapsed()),
-            )
-            self.writer.submit([*files, (self.run_dir.last, last)])  # the writer snapshots the live tensors
-        state.timers["checkpoint_s"] += time.perf_counter() - t0
+        with self.state.timers.phase("checkpoint_s"):
+            state, files = self.state, []
+            if best is not None:
+                state.best_saved_loss = best[0]  # before the payload of last.pt, which carries it
+                files.append((self.run_dir.best, checkpoint.weights_record(self.raw_model, state.step, *best)))
+                self._say(f"New best loss {best[0]:.6f} ({best[1]}) at step {state.step}: writing best.pt")
+            cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+            rng = {"torch": torch.get_rng_state(), "cuda": cuda_rng}
+            if self.group.enabled:
+                rng = {**rng, "ranks": self.group.gather(rng)}
+            self.saved_step = state.step
+            if self.group.is_main:
+                last = checkpoint.resume_record(
+                    self.raw_model,
+                    self.cfg.to_dict(),
+                    self.optimizers,
+                    self.scaler,
+                    self.batches.state_dict(),
+                    rng,
+                    state.to_dict(self.elapsed()),
+                )
+                self.writer.submit([*files, (self.run_dir.last, last)])  # the writer snapshots the live tensors
 
     def _checkpoint(self) -> None:
         """Save last.pt; save best.pt when the recent mean loss beats the one best.pt was saved with.
@@ -543,41 +540,37 @@ class Trainer:
 
     def _wait_for_writes(self) -> None:
         """Block until the checkpoint write in flight is on disk (counted as checkpoint time: training waits)."""
-        t0 = time.perf_counter()
-        self.writer.wait()
-        self.state.timers["checkpoint_s"] += time.perf_counter() - t0
+        with self.state.timers.phase("checkpoint_s"):
+            self.writer.wait()
 
     def _sample(self) -> None:
         if not self.group.is_main:
             return
-        t0 = time.perf_counter()
-        cfg, step = self.cfg, self.state.step
-        texts = []
-        for prompt in cfg.prompts:
-            outputs = generate_text(
-                self.raw_model,
-                prompt,
-                cfg.max_new_tokens,
-                cfg.temperature,
-                cfg.top_k,
-                seed=cfg.seed + step,
-                num_samples=cfg.num_prompts,
-                amp=self.amp,
-            )
-            self.run_dir.append_samples(step, prompt, outputs, cfg.temperature, cfg.top_k)
-            texts += outputs
-        self.state.timers["sample_s"] += time.perf_counter() - t0
+        with self.state.timers.phase("sample_s"):
+            cfg, step = self.cfg, self.state.step
+            texts = []
+            for prompt in cfg.prompts:
+                outputs = generate_text(
+                    self.raw_model,
+                    prompt,
+                    cfg.max_new_tokens,
+                    cfg.temperature,
+                    cfg.top_k,
+                    seed=cfg.seed + step,
+                    num_samples=cfg.num_prompts,
+                    amp=self.amp,
+                )
+                self.run_dir.append_samples(step, prompt, outputs, cfg.temperature, cfg.top_k)
+                texts += outputs
         self._emit("on_sample", step, texts)
 
     def _corpus_loss(self, why: str) -> float:
-        t0 = time.perf_counter()
         cfg = self.cfg
-        # the uncompiled model: a pass that runs once would otherwise pay for compiling its shapes
-        loss = corpus_loss(
-            self.raw_model, self.tokens, cfg.seq_len, cfg.batch_size * cfg.grad_accum, self.device, self.amp, self.group
-        )
-        seconds = time.perf_counter() - t0
-        self.state.timers["eval_s"] += seconds
+        with self.state.timers.phase("eval_s") as lap:
+            # the uncompiled model: a pass that runs once would otherwise pay for compiling its shapes
+            windows = cfg.batch_size * cfg.grad_accum
+            loss = corpus_loss(self.raw_model, self.tokens, cfg.seq_len, windows, self.device, self.amp, self.group)
+        seconds = lap.seconds
         self.state.record_corpus_loss(loss)
         self._say(
             f"Full-corpus loss {loss:.6f} at step {self.state.step} ({len(self.tokens) - 1:,} tokens, {seconds:.1f}s); "
@@ -617,7 +610,7 @@ class Trainer:
     def _loop(self) -> dict[str, Any]:
         """Step → record → maybe evaluate → the stop decision → maybe log → periodic save and sample → signals."""
         cfg, state = self.cfg, self.state
-        self.session_start = time.perf_counter()
+        state.timers.start_session()
         start_step = state.step
         self._announce()
         if state.step >= cfg.steps:
@@ -688,35 +681,32 @@ class Trainer:
 
         The first step of a session counts as warm-up (allocation, compilation), apart from the training time.
         """
-        cfg, state, timers = self.cfg, self.state, self.state.timers
-        t0 = time.perf_counter()
-        loss, grad_norm, lr = training_step(
-            self.model,
-            self.raw_model,
-            self.optimizers,
-            self.scaler,
-            self.batches.next,
-            cfg,
-            state.step + 1,
-            self.device,
-            self.amp,
-            self.no_sync,
-        )
-        state.step += 1
-        if self.group.enabled:  # the mean over the processes, and whether any of them was asked to stop
-            asked = torch.tensor(float(self.stop_requests.signal is not None), device=loss.device)
-            both = self.group.sum(torch.stack([loss.detach().float(), asked]))
-            loss, self.stop_asked = both[0] / self.group.world_size, bool(both[1] > 0)
-        step_loss = loss.item()
-        self.writer.raise_if_failed()  # a failed background write stops the run here, with its file named
-        seconds = time.perf_counter() - t0
-        if first:
-            timers["warmup_s"] += seconds
-        else:
-            timers["train_s"] += seconds
-            timers["train_tokens"] += self.tokens_per_step
+        cfg, state = self.cfg, self.state
+        with state.timers.phase("warmup_s" if first else "train_s") as lap:
+            model, optimizers, scaler, device = self.model, self.optimizers, self.scaler, self.device
+            loss, grad_norm, lr = training_step(
+                model,
+                self.raw_model,
+                optimizers,
+                scaler,
+                self.batches.next,
+                cfg,
+                state.step + 1,
+                device,
+                self.amp,
+                self.no_sync,
+            )
+            state.step += 1
+            if self.group.enabled:  # the mean over the processes, and whether any of them was asked to stop
+                asked = torch.tensor(float(self.stop_requests.signal is not None), device=loss.device)
+                both = self.group.sum(torch.stack([loss.detach().float(), asked]))
+                loss, self.stop_asked = both[0] / self.group.world_size, bool(both[1] > 0)
+            step_loss = loss.item()
+            self.writer.raise_if_failed()  # a failed background write stops the run here, with its file named
+        if not first:
+            state.timers.add("train_tokens", self.tokens_per_step)
             self.interval[0] += self.tokens_per_step
-            self.interval[1] += seconds
+            self.interval[1] += lap.seconds
         return step_loss, grad_norm, lr
 
     def _log_row(self, step_loss: float, grad_norm: torch.Tensor | None, lr: float, corpus: float | None) -> None:
