@@ -20,6 +20,7 @@ import platform
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +43,8 @@ from .errors import UserError, run_cli
 from .model import GPT
 from .model_stats import flops_per_token
 from .optim import make_optimizers
-from .train import clip_gradients
+from .step import clip_gradients
+from .train import Trainer
 
 # Dense (no sparsity) tensor-core peaks from NVIDIA's data sheets, in TFLOP/s: {name fragment: {dtype: peak}}.
 # Matched against torch.cuda.get_device_name(); an unknown card gets no MFU rather than a borrowed figure.
@@ -242,10 +244,6 @@ def loop_throughput(args: argparse.Namespace, device: torch.device) -> float:
 
     A fresh run of ``--steps`` + 1 steps: the Trainer reports its first step as warm-up, apart.
     """
-    import tempfile
-
-    from .train import Trainer
-
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(
             input_file=args.input_file, out_dir=tmp, model=args.model, steps=args.steps + 1,

@@ -18,6 +18,7 @@ from typing import Any
 from .config import TrainConfig
 from .device import pick_device
 from .report import loss_figure
+from .runlog import step_line
 
 NOTEBOOK_ONLY_PARAMETERS = {"progress_bar", "live_every_s"}
 
@@ -108,13 +109,12 @@ class LiveProgress:
             self.bar = tqdm(total=info["steps"], initial=info["start_step"], unit="step", file=sys.stdout)
 
     def on_message(self, line: str) -> None:
-        if line.startswith("step "):
-            self.last_line = line
-        else:
+        if line != self.last_line:  # the line of the row just logged is shown by on_log, at most every every_s
             print(line, flush=True)
 
     def on_log(self, row: dict) -> None:
         self.rows.append(row)
+        self.last_line = step_line(row, self.trainer.cfg.steps)
         if self.bar is not None:
             self.bar.update(row["step"] - self.bar.n)
         if time.monotonic() - self.last_draw >= self.every_s:

@@ -148,3 +148,38 @@ class RunDir:
             return runlog.read_json(path)
         except json.JSONDecodeError as err:
             raise UserError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+class _Discard:
+    """A log or metrics file that writes nothing."""
+
+    dropped: list = []
+
+    def write(self, *args: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class QuietRunDir(RunDir):
+    """The run directory as a process other than rank 0 sees it under torchrun: it reads, and every write does
+    nothing, as rank 0 writes for the group."""
+
+    def prepare(self, replace: bool) -> None:
+        pass
+
+    def open_log(self) -> runlog.TextLog:
+        return _Discard()  # type: ignore[return-value]
+
+    def open_metrics(self, keep_until_step: int) -> runlog.MetricsCSV:
+        return _Discard()  # type: ignore[return-value]
+
+    def append_samples(self, step: int, prompt: str, outputs: list[str], temperature: float, top_k: int) -> None:
+        pass
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def write_run_config(self, config: dict[str, Any]) -> None:
+        pass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -62,6 +63,16 @@ class TextLog:
 
     def close(self) -> None:
         self.fh.close()
+
+
+def step_line(row: dict[str, Any], steps: int) -> str:
+    """The line of train.log for one metrics row (the notebooks' status line is the same)."""
+    rate = row.get("tok_per_s")
+    rate = "n/a (warm-up)" if rate is None or math.isnan(rate) else f"{rate:.1f}"
+    return (
+        f"step {row['step']}/{steps} | loss {row['loss']:.6f} | lr {row['lr']:.2e} | tok/s {rate} | "
+        f"elapsed {row['elapsed_s']:.1f}s"
+    )
 
 
 class MetricsCSV:

@@ -37,8 +37,8 @@ from .evaluate import corpus_loss
 from .loop_state import LoopState
 from .model import GPT
 from .optim import make_optimizers
+from .step import measured_from_tokens, training_step
 from .tokenizer import encode_file, get_tokenizer, read_text
-from .train import measured_from_tokens, training_step
 
 COLUMNS = (
     "trial", "tokens/step", "seq_len", "windows", "optimizer", "lr", "warmup", "schedule", "weight decay", "steps",

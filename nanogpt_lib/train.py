@@ -7,21 +7,17 @@ callbacks, so the CLI can print lines and a notebook can draw a live plot withou
     trainer.add_callback("on_log", lambda row: print(row["step"], row["loss"]))
     summary = trainer.run()
 
-Events: ``on_start(info)``, ``on_message(line)`` for every train.log line, ``on_log(row)`` for every
-metrics row, ``on_sample(step, texts)``, ``on_end(summary)``.
+The events and what each passes are listed in events.py. The parts: the step (step.py), what a session takes from
+and gives to last.pt (resume.py), what the run records (records.py), when it stops (stop_rules.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import datetime as dt
 import math
 import os
-import platform
 import shlex
 import signal
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,148 +27,23 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from . import checkpoint, distributed, runlog, stop_rules
+from . import checkpoint, distributed, resume, runlog, stop_rules
 from .checkpoint_writer import CheckpointWriter
 from .config import TrainConfig, model_config, parse_train_args
 from .data import Batches
-from .device import amp_decision, autocast, configure_backends, device_name, pick_device
-from .download import sha256_of
+from .device import amp_decision, configure_backends, device_name, pick_device
 from .errors import UserError, run_cli
 from .evaluate import corpus_loss
+from .events import Events
 from .interrupts import StopRequests
 from .loop_state import LoopState
 from .model import GPT
-from .optim import decay_start, describe, make_optimizers, set_learning_rates
-from .rundir import RunDir
+from .optim import make_optimizers
+from .records import run_config_record, summary_record
+from .rundir import QuietRunDir, RunDir
 from .sample import generate_text
+from .step import measured_from_tokens, training_step
 from .tokenizer import encode_file, get_tokenizer
-
-EVENTS = ("on_start", "on_message", "on_log", "on_sample", "on_end")
-
-
-def accumulate_gradients(
-    model: torch.nn.Module,
-    micro_batches: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-    device: torch.device,
-    amp: str,
-    scaler: torch.amp.GradScaler,
-    grad_accum: int,
-    no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-) -> torch.Tensor:
-    """Forward and backward over ``grad_accum`` micro-batches; returns their mean loss (a device tensor).
-
-    Each micro-batch's loss is divided by ``grad_accum`` before backward, so the summed gradients equal
-    those of one batch ``grad_accum`` times larger. No host-device sync happens here. Under DDP, ``no_sync``
-    (the wrapper's) keeps the processes from averaging gradients before the last micro-batch.
-    """
-    loss_sum = torch.zeros((), device=device)
-    for i in range(grad_accum):
-        x, y = micro_batches()
-        with no_sync() if i < grad_accum - 1 else contextlib.nullcontext():
-            with autocast(device, amp):
-                _, loss = model(x, y)
-            loss_sum += loss.detach().float()
-            scaler.scale(loss / grad_accum).backward()
-    return loss_sum / grad_accum
-
-
-def clip_gradients(model: torch.nn.Module, max_norm: float, device: torch.device) -> torch.Tensor:
-    """Scale the gradients so that their global norm is at most ``max_norm`` (as clip_grad_norm_); return the norm.
-
-    clip_grad_norm_ multiplies every gradient by min(1, max_norm / (norm + 1e-6)) even when that is exactly 1. On a
-    CPU the comparison costs nothing (there is no device to wait for), so that pass over 124M gradients is skipped
-    when it would change nothing; on a GPU the check would make the host wait for the device every step.
-    """
-    params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-    if device.type != "cpu" or norm + 1e-6 > max_norm:
-        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
-    return norm
-
-
-def training_step(
-    model: torch.nn.Module,
-    raw_model: torch.nn.Module,
-    optimizers: list[torch.optim.Optimizer],
-    scaler: torch.amp.GradScaler,
-    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-    cfg: TrainConfig,
-    step: int,
-    device: torch.device,
-    amp: str,
-    no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-    """One optimizer step (1-based ``step``): its learning rates, accumulated gradients, clipping, the updates.
-
-    ``model`` runs the forward pass (it may be the compiled or DDP wrapper of ``raw_model``); ``optimizers`` share
-    its parameters between them (``optim.make_optimizers``). Returns the step's mean loss and gradient norm as device
-    tensors (no host-device sync here) and the (AdamW) learning rate used.
-    """
-    lr = set_learning_rates(optimizers, step, cfg)
-    loss = accumulate_gradients(model, next_batch, device, amp, scaler, cfg.grad_accum, no_sync)
-    grad_norm = None
-    if cfg.grad_clip > 0:
-        for optimizer in optimizers:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
-        grad_norm = clip_gradients(raw_model, cfg.grad_clip, device)
-    for optimizer in optimizers:
-        scaler.step(optimizer)  # skips the update when fp16 gradients overflowed
-    scaler.update()
-    for optimizer in optimizers:
-        optimizer.zero_grad(set_to_none=True)
-    return loss, grad_norm, lr
-
-
-def measured_from_tokens(cfg: TrainConfig, tokens_per_step: int) -> int | None:
-    """With ``--window_order measured_in_decay``: the tokens seen when the wsd decay begins (else None)."""
-    return decay_start(cfg) * tokens_per_step if cfg.window_order == "measured_in_decay" else None
-
-
-def _git_commit() -> str | None:
-    try:
-        root = Path(__file__).resolve().parent.parent
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _versions(device: torch.device) -> dict[str, Any]:
-    import tiktoken
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda if device.type == "cuda" else None,
-        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-        "tiktoken": tiktoken.__version__,
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-    }
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def check_resume_model(ckpt: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
-    """Refuse to resume a checkpoint whose model has another shape than ``--model`` (dropout may differ)."""
-    saved = checkpoint.model_config_of(ckpt, path)
-    wanted = model_config(cfg.model, cfg.dropout)
-    if dataclasses.replace(saved, dropout=0.0) != dataclasses.replace(wanted, dropout=0.0):
-        raise UserError(
-            f"{path} holds a model of another shape ({saved}) than --model {cfg.model} ({wanted}); "
-            f"pass the --model it was trained with, or another --out_dir"
-        )
 
 
 def out_of_memory_advice(cfg: TrainConfig, step: int) -> str:
@@ -191,110 +62,6 @@ def out_of_memory_advice(cfg: TrainConfig, step: int) -> str:
     )
 
 
-def summary_record(trainer: Trainer, status: str, stop: stop_rules.Stop | None, corpus: float | None) -> dict[str, Any]:
-    """summary.json: how the run ended (and by which stop rule, with its value), its losses, tokens and times (every
-    session summed), and its hardware."""
-    cfg, state, timers = trainer.cfg, trainer.state, trainer.state.timers
-    return {
-        "status": status,
-        "signal": (trainer.stop_requests.name or "a signal to another process") if status == "interrupted" else None,
-        "stopped_by": stop.rule if stop else None,
-        "stop": stop.record() if stop else None,
-        "target_loss": cfg.target_loss,
-        "steps": state.step,
-        "steps_requested": cfg.steps,
-        "target_step": state.target_step,
-        "target_step_loss": state.target_step_loss,
-        "final_step_loss": state.recent_losses[-1] if state.recent_losses else None,
-        "best_step_loss": state.best_step_loss if math.isfinite(state.best_step_loss) else None,
-        "best_step": state.best_step or None,
-        "full_corpus_loss": corpus,
-        "full_corpus_loss_step": state.step if corpus is not None else None,
-        "tokens_seen": trainer.batches.tokens_seen,
-        "epochs": round(trainer.batches.epochs, 4),
-        "tokens_per_step": trainer.tokens_per_step,
-        "processes": trainer.group.world_size,
-        "wall_time_s": round(trainer.elapsed(), 3),
-        "train_time_s": round(timers["train_s"], 3),
-        "warmup_time_s": round(timers["warmup_s"], 3),
-        "checkpoint_time_s": round(timers["checkpoint_s"], 3),
-        "checkpoint_background_s": round(trainer.writer.write_seconds, 3),
-        "sample_time_s": round(timers["sample_s"], 3),
-        "eval_time_s": round(timers["eval_s"], 3),
-        "lost_time_s": round(timers["lost_s"], 3),
-        "resumes": len(trainer.resumes),
-        "tok_per_s": round(timers["train_tokens"] / timers["train_s"], 1) if timers["train_s"] else None,
-        "model": cfg.model,
-        "n_params": trainer.raw_model.num_params(),
-        "device": device_name(trainer.device),
-        "amp": trainer.amp,
-        # the most GPU memory held by tensors in this session (what a smaller card must hold), CUDA only
-        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated(trainer.device) / 2**30, 3)
-        if trainer.device.type == "cuda"
-        else None,
-        "finished_at": _now(),
-    }
-
-
-RESUME_FLAGS = ("resume", "overwrite")  # how a session was started, not what it trains
-PATH_OPTIONS = ("out_dir", "input_file")
-
-
-def changed_options(before: dict[str, Any], now: dict[str, Any]) -> dict[str, list[Any]]:
-    """The training options that a resume changed, as {name: [before, now]}.
-
-    An option that the run's run_config.json does not name yet (a run started by an older version) counts as its
-    default; paths count as the files they name (``out/x`` and ``./out/x`` are the same run).
-    """
-    if not before:
-        return {}
-    defaults = TrainConfig().to_dict()
-
-    def same(name: str, a: Any, b: Any) -> bool:
-        if name in PATH_OPTIONS and isinstance(a, str) and isinstance(b, str):
-            return Path(a).resolve() == Path(b).resolve()
-        return a == b
-
-    changed = {}
-    for name, value in now.items():
-        old = before.get(name, defaults.get(name))
-        if name not in RESUME_FLAGS and not same(name, old, value):
-            changed[name] = [old, value]
-    return changed
-
-
-def run_config_record(trainer: Trainer, previous: dict[str, Any]) -> dict[str, Any]:
-    """run_config.json: the options, model, device and software of the run; the first session's command and start."""
-    return {
-        "command": previous.get("command", trainer.command),
-        "train_config": trainer.cfg.to_dict(),
-        "model_config": dataclasses.asdict(trainer.raw_model.config),
-        "n_params": trainer.raw_model.num_params(),
-        "tokens_in_corpus": int(len(trainer.tokens)),
-        # the text by name and hash: what others may read of it without the path of this machine
-        "input": {"name": Path(trainer.cfg.input_file).name, "sha256": _sha256(trainer.cfg.input_file)},
-        "tokens_per_step": trainer.tokens_per_step,
-        "processes": trainer.group.world_size,  # torchrun --nproc_per_node x nodes; batch_size is per process
-        "device": str(trainer.device),
-        "device_name": device_name(trainer.device),
-        "amp": trainer.amp,
-        "amp_reason": trainer.amp_reason,
-        "backends": trainer.backends,
-        "optimizer": describe(trainer.optimizers),
-        "versions": _versions(trainer.device),
-        "git_commit": _git_commit(),
-        "started_at": previous.get("started_at", _now()),
-        "resumes": trainer.resumes,
-    }
-
-
-def _sha256(path: str | os.PathLike) -> str | None:
-    try:
-        return sha256_of(Path(path).read_bytes())
-    except OSError:  # read once already to train on it; gone since
-        return None
-
-
 def _lost_peer(err: RuntimeError) -> bool:
     """Whether a collective failed because another process of the group is gone (not a bug of this one)."""
     text = str(err)
@@ -303,16 +70,83 @@ def _lost_peer(err: RuntimeError) -> bool:
     )
 
 
-class _Discard:
-    """The log and metrics of a process other than rank 0, which writes them for the group."""
+def start_line(
+    cfg: TrainConfig, n_params: int, device: str, amp: str, amp_reason: str, corpus_tokens: int, tokens_per_step: int,
+    world: int,
+) -> str:  # fmt: skip
+    """The log's line about what trains: model, device, precision (and why), data, tokens per step."""
+    per_process = f" ({cfg.batch_size} x {cfg.seq_len} x {cfg.grad_accum} per process x {world})" if world > 1 else ""
+    return (
+        f"Model {cfg.model}: {n_params:,} parameters | device {device} | amp {amp} ({amp_reason}) | compile "
+        f"{cfg.compile} | {corpus_tokens:,} tokens in {cfg.input_file} | {tokens_per_step:,} tokens/step{per_process}"
+    )
 
-    dropped: list = []
 
-    def write(self, *args: Any) -> None:
-        pass
+def user_error(
+    err: RuntimeError | OSError, cfg: TrainConfig, step: int, group: distributed.Group, saved_step: int
+) -> UserError | None:
+    """The one line for a failure the user can act on (GPU memory, a process of the group gone, a disk), else None."""
+    if isinstance(err, torch.OutOfMemoryError):
+        return UserError(out_of_memory_advice(cfg, step))
+    if isinstance(err, OSError):
+        return UserError(
+            f"could not write {err.filename or cfg.out_dir}: {err.strerror or err}; "
+            f"the checkpoints already on disk are intact (free some space, then --resume)"
+        )
+    if group.enabled and _lost_peer(err):  # under torchrun: another process died, its connection closed
+        return UserError(
+            f"process {group.rank} of {group.world_size}: the group broke off ({str(err).splitlines()[0][:200]}); "
+            f"last.pt (step {saved_step}) is intact: run the same torchrun command with --resume"
+        )
+    return None
 
-    def close(self) -> None:
-        pass
+
+def join_devices(device_name_or_auto: str) -> tuple[torch.device, distributed.Group]:
+    """The device (``--device``) and the process group (of one, unless torchrun started several): under torchrun
+    each process takes the GPU of its local rank."""
+    device = pick_device(device_name_or_auto)
+    group = distributed.join(device.type)
+    if device.type == "cuda" and group.enabled:
+        device = torch.device("cuda", group.local_rank)
+    return device, group
+
+
+def load_corpus(cfg: TrainConfig) -> np.ndarray:
+    """The token ids of ``--input_file``; the tokenizer is loaded first, as sampling needs it too: a missing one fails
+    now, not at the first sample after hours of training."""
+    get_tokenizer()
+    tokens = encode_file(cfg.input_file)
+    if len(tokens) < cfg.seq_len + 1:
+        raise UserError(
+            f"{cfg.input_file} has {len(tokens)} tokens, fewer than --seq_len + 1 = {cfg.seq_len + 1}; "
+            f"use a longer file or a smaller --seq_len"
+        )
+    return tokens
+
+
+def build_model(
+    cfg: TrainConfig, device: torch.device, group: distributed.Group, ckpt: dict[str, Any] | None, path: Path
+) -> GPT:
+    """The model, initialised from ``--seed`` (the same weights in every process) or with the weights of ``ckpt``."""
+    torch.manual_seed(cfg.seed)
+    model = GPT(model_config(cfg.model, cfg.dropout))
+    if ckpt is not None:
+        checkpoint.load_weights(model, ckpt, path)
+    model.to(device)
+    if group.rank > 0:
+        torch.manual_seed(cfg.seed + group.rank)  # each process its own dropout
+    return model
+
+
+def wrap_model(
+    model: GPT, group: distributed.Group, device: torch.device, compile_model: bool
+) -> tuple[torch.nn.Module, Callable[[], contextlib.AbstractContextManager]]:
+    """What runs the forward pass (the model, or its DDP and/or compiled wrapper), and DDP's ``no_sync``."""
+    wrapped, no_sync = model, contextlib.nullcontext
+    if group.enabled:
+        wrapped = DistributedDataParallel(model, device_ids=[group.local_rank] if device.type == "cuda" else None)
+        no_sync = wrapped.no_sync
+    return (torch.compile(wrapped) if compile_model else wrapped), no_sync
 
 
 class Trainer:
@@ -321,7 +155,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, command: str | None = None):
         self.cfg = cfg
         self.command = command or "nanogpt_lib.train.Trainer (from Python)"
-        self.callbacks: dict[str, list[Callable]] = {event: [] for event in EVENTS}
+        self.events = Events()
         self.run_dir = RunDir(cfg.out_dir)
         self._start_afresh()  # again in _setup(), once the options are checked
         self.resumes: list[dict[str, Any]] = []  # one entry per session that continued this run
@@ -346,19 +180,12 @@ class Trainer:
         self.metrics: runlog.MetricsCSV
 
     def add_callback(self, event: str, fn: Callable) -> None:
-        if event not in self.callbacks:
-            raise ValueError(f"unknown event {event!r}; events are {', '.join(EVENTS)}")
-        self.callbacks[event].append(fn)
-
-    def _emit(self, event: str, *args: Any) -> None:
-        if not self.group.is_main:  # one process speaks for the group
-            return
-        for fn in self.callbacks[event]:
-            fn(*args)
+        """Call ``fn`` on ``event`` (one of events.EVENTS)."""
+        self.events.add(event, fn)
 
     def _say(self, line: str) -> None:
         self.log.write(line)
-        self._emit("on_message", line)
+        self.events.emit("on_message", line)
 
     def elapsed(self) -> float:
         """Wall time of the run so far, every session counted."""
@@ -377,122 +204,48 @@ class Trainer:
         cfg, run_dir = self.cfg, self.run_dir
         cfg.validate()
         self._start_afresh()  # a second run() of this Trainer starts from the checkpoint again
-        self.device = pick_device(cfg.device)
-        self.group = group = distributed.join(self.device.type)
-        if self.device.type == "cuda" and group.enabled:
-            self.device = torch.device("cuda", group.local_rank)
-        self.tokens_per_step = cfg.tokens_per_step * group.world_size
+        self.device, self.group = join_devices(cfg.device)
+        self.events.speaks = self.group.is_main  # one process speaks for the group
+        self.tokens_per_step = cfg.tokens_per_step * self.group.world_size
         self.amp, self.amp_reason = amp_decision(cfg.amp, self.device)
-        get_tokenizer()  # sampling needs it too: fail now, not at the first sample after hours of training
-        self.tokens = encode_file(cfg.input_file)
-        if len(self.tokens) < cfg.seq_len + 1:
-            raise UserError(
-                f"{cfg.input_file} has {len(self.tokens)} tokens, fewer than --seq_len + 1 = {cfg.seq_len + 1}; "
-                f"use a longer file or a smaller --seq_len"
-            )
-        ckpt = None
-        if run_dir.last.exists() and cfg.resume:
-            ckpt = checkpoint.load(run_dir.last, kind=checkpoint.KIND_RESUME)
-            check_resume_model(ckpt, cfg, run_dir.last)
-        elif run_dir.last.exists() and not cfg.overwrite:
-            raise UserError(
-                f"{run_dir.root} already holds a run ({run_dir.last}); pass --resume to continue it, --overwrite to "
-                f"replace it, or choose another --out_dir"
-            )
-        if group.is_main:
-            run_dir.prepare(replace=cfg.overwrite)
-        group.barrier()
+        self.tokens = load_corpus(cfg)
+        ckpt = resume.checkpoint_to_resume(cfg, run_dir)
+        # rank 0 writes the run directory for the group; the other processes' writes do nothing
+        self.run_dir = run_dir = RunDir(cfg.out_dir) if self.group.is_main else QuietRunDir(cfg.out_dir)
+        run_dir.prepare(replace=cfg.overwrite)
+        self.group.barrier()
         self.backends = configure_backends(self.device)
         self.writer = CheckpointWriter()
-        torch.manual_seed(cfg.seed)
-        self.raw_model = GPT(model_config(cfg.model, cfg.dropout))
-        if ckpt is not None:
-            checkpoint.load_weights(self.raw_model, ckpt, run_dir.last)
-        self.raw_model.to(self.device)
-        if group.rank > 0:
-            torch.manual_seed(cfg.seed + group.rank)  # the same weights everywhere, each process its own dropout
+        self.raw_model = build_model(cfg, self.device, self.group, ckpt, run_dir.last)
         self.optimizers = make_optimizers(self.raw_model, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.batches = Batches(
-            self.tokens,
-            cfg.batch_size,
-            cfg.seq_len,
-            self.device,
-            cfg.seed,
-            cfg.sampling,
-            group.rank,
-            group.world_size,
-            aligned_after_passes=cfg.aligned_after_passes,
-            window_order=cfg.window_order,
+            self.tokens, cfg.batch_size, cfg.seq_len, self.device, cfg.seed, cfg.sampling, self.group.rank,
+            self.group.world_size, aligned_after_passes=cfg.aligned_after_passes, window_order=cfg.window_order,
             measured_from_tokens=measured_from_tokens(cfg, self.tokens_per_step),
-        )
-        wrapped = self.raw_model
-        if group.enabled:
-            cuda = self.device.type == "cuda"
-            wrapped = DistributedDataParallel(self.raw_model, device_ids=[group.local_rank] if cuda else None)
-            self.no_sync = wrapped.no_sync
-        self.model = torch.compile(wrapped) if cfg.compile else wrapped
+        )  # fmt: skip
+        self.model, self.no_sync = wrap_model(self.raw_model, self.group, self.device, cfg.compile)
         if ckpt is not None:
-            self._restore(ckpt)
+            self.state = resume.restore(
+                ckpt, run_dir.last, self.optimizers, self.scaler, self.batches, self.group, self.device, cfg.log_every
+            )
         self.resumed_from_checkpoint = ckpt is not None
         self.resume_missing = cfg.resume and ckpt is None
         self._open_run_files()
 
-    def _restore(self, ckpt: dict[str, Any]) -> None:
-        try:
-            if ("muon" in ckpt) != (len(self.optimizers) > 1):
-                raise UserError(
-                    f"{self.run_dir.last} was trained with --optimizer {'muon' if 'muon' in ckpt else 'adamw'}; "
-                    f"resume with it (each optimizer's state is in the checkpoint)"
-                )
-            for optimizer, key in zip(self.optimizers, ("optimizer", "muon")[: len(self.optimizers)], strict=True):
-                optimizer.load_state_dict(ckpt[key])
-            self.scaler.load_state_dict(ckpt["scaler"])
-            self.batches.load_state_dict(ckpt["data"])
-            self.state = LoopState.from_dict(ckpt["loop"], self.cfg.log_every)
-            rng = ckpt["rng"]["ranks"][self.group.rank] if self.group.enabled else ckpt["rng"]
-            torch.set_rng_state(rng["torch"])
-            if self.device.type == "cuda" and rng.get("cuda") is not None:
-                torch.cuda.set_rng_state(rng["cuda"], self.device)
-        except (KeyError, ValueError, RuntimeError, TypeError) as err:
-            raise UserError(f"{self.run_dir.last} is incomplete or from another version: {err}") from None
-
     def _open_run_files(self) -> None:
-        """Open the log and the metrics; record this session in run_config.json.
-
-        Metrics rows past the checkpoint's step (or, on a fresh start, rows of a run that never saved) are dropped: a
-        killed run logged steps after its last checkpoint, which are redone, and the time they took (at least up to
-        their last metrics row) still counts in the wall time.
-        """
-        state = self.state
-        self.saved_step = state.step
-        if not self.group.is_main:  # rank 0 writes the run directory
-            self.log = self.metrics = _Discard()
-            return
+        """Open the log and the metrics (rows past the checkpoint's step are dropped: they are redone); record this
+        session in run_config.json. Other processes than rank 0 get files that write nothing."""
+        self.saved_step = self.state.step
         self.log = self.run_dir.open_log()
-        self.metrics = self.run_dir.open_metrics(keep_until_step=state.step)
+        self.metrics = self.run_dir.open_metrics(keep_until_step=self.state.step)
         previous = self.run_dir.read_run_config() if self.resumed_from_checkpoint else {}
         self.resumes = previous.get("resumes", [])
         if self.resumed_from_checkpoint:
-            lost = {}
-            if self.metrics.dropped:
-                last_row = self.metrics.dropped[-1]
-                lost_s = max(0.0, float(last_row.get("elapsed_s") or 0.0) - state.timers["elapsed_s"])
-                state.timers.add("elapsed_s", lost_s)
-                state.timers.add("lost_s", lost_s)
-                lost = {"steps_redone": int(last_row["step"]) - state.step, "seconds_lost": round(lost_s, 3)}
-            changed = changed_options(previous.get("train_config", {}), self.cfg.to_dict())
-            self.resumes.append(
-                {
-                    "step": state.step,
-                    "time": _now(),
-                    "command": self.command,
-                    **lost,
-                    **({"changed": changed} if changed else {}),
-                }
-            )
-            if changed:
-                what = ", ".join(f"{name} {before!r} -> {now!r}" for name, (before, now) in changed.items())
+            entry = resume.resume_entry(self.state, self.metrics.dropped, previous, self.cfg, self.command)
+            self.resumes.append(entry)
+            if entry.get("changed"):
+                what = ", ".join(f"{name} {before!r} -> {now!r}" for name, (before, now) in entry["changed"].items())
                 self._say(f"Options changed at this resume (recorded in run_config.json): {what}")
         self.run_dir.write_run_config(run_config_record(self, previous))
 
@@ -511,21 +264,13 @@ class Trainer:
                 state.best_saved_loss = best[0]  # before the payload of last.pt, which carries it
                 files.append((self.run_dir.best, checkpoint.weights_record(self.raw_model, state.step, *best)))
                 self._say(f"New best loss {best[0]:.6f} ({best[1]}) at step {state.step}: writing best.pt")
-            cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-            rng = {"torch": torch.get_rng_state(), "cuda": cuda_rng}
-            if self.group.enabled:
-                rng = {**rng, "ranks": self.group.gather(rng)}
+            rng = resume.rng_state(self.device, self.group)  # every process takes part
             self.saved_step = state.step
             if self.group.is_main:
                 last = checkpoint.resume_record(
-                    self.raw_model,
-                    self.cfg.to_dict(),
-                    self.optimizers,
-                    self.scaler,
-                    self.batches.state_dict(),
-                    rng,
+                    self.raw_model, self.cfg.to_dict(), self.optimizers, self.scaler, self.batches.state_dict(), rng,
                     state.to_dict(self.elapsed()),
-                )
+                )  # fmt: skip
                 self.writer.submit([*files, (self.run_dir.last, last)])  # the writer snapshots the live tensors
 
     def _checkpoint(self) -> None:
@@ -546,23 +291,14 @@ class Trainer:
     def _sample(self) -> None:
         if not self.group.is_main:
             return
+        cfg, step, texts = self.cfg, self.state.step, []
         with self.state.timers.phase("sample_s"):
-            cfg, step = self.cfg, self.state.step
-            texts = []
             for prompt in cfg.prompts:
-                outputs = generate_text(
-                    self.raw_model,
-                    prompt,
-                    cfg.max_new_tokens,
-                    cfg.temperature,
-                    cfg.top_k,
-                    seed=cfg.seed + step,
-                    num_samples=cfg.num_prompts,
-                    amp=self.amp,
-                )
+                outputs = generate_text(self.raw_model, prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k,
+                                        seed=cfg.seed + step, num_samples=cfg.num_prompts, amp=self.amp)  # fmt: skip
                 self.run_dir.append_samples(step, prompt, outputs, cfg.temperature, cfg.top_k)
                 texts += outputs
-        self._emit("on_sample", step, texts)
+        self.events.emit("on_sample", step, texts)
 
     def _corpus_loss(self, why: str) -> float:
         cfg = self.cfg
@@ -586,21 +322,11 @@ class Trainer:
         try:
             with self.stop_requests:
                 return self._loop()
-        except torch.OutOfMemoryError:
-            raise UserError(out_of_memory_advice(self.cfg, self.state.step)) from None
-        except RuntimeError as err:  # under torchrun: another process died, its connection closed
-            if not (self.group.enabled and _lost_peer(err)):
+        except (RuntimeError, OSError) as err:
+            error = user_error(err, self.cfg, self.state.step, self.group, self.saved_step)
+            if error is None:
                 raise
-            raise UserError(
-                f"process {self.group.rank} of {self.group.world_size}: the group broke off "
-                f"({str(err).splitlines()[0][:200]}); last.pt (step {self.saved_step}) is intact: run the same "
-                f"torchrun command with --resume"
-            ) from None
-        except OSError as err:
-            raise UserError(
-                f"could not write {err.filename or self.cfg.out_dir}: {err.strerror or err}; "
-                f"the checkpoints already on disk are intact (free some space, then --resume)"
-            ) from None
+            raise error from None
         finally:
             self.writer.close()  # a write in flight finishes before the process moves on
             self.log.close()
@@ -648,25 +374,11 @@ class Trainer:
             self._say(
                 f"Resumed from {self.run_dir.last} at step {state.step} ({self.batches.tokens_seen:,} tokens seen)."
             )
-        n_params = self.raw_model.num_params()
-        world = self.group.world_size
-        per_process = (
-            f" ({cfg.batch_size} x {cfg.seq_len} x {cfg.grad_accum} per process x {world})" if world > 1 else ""
-        )
-        self._say(
-            f"Model {cfg.model}: {n_params:,} parameters | device {device_name(self.device)} | "
-            f"amp {self.amp} ({self.amp_reason}) | compile {cfg.compile} | {len(self.tokens):,} tokens in "
-            f"{cfg.input_file} | {self.tokens_per_step:,} tokens/step{per_process}"
-        )
-        info = {
-            "n_params": n_params,
-            "device": device_name(self.device),
-            "amp": self.amp,
-            "start_step": state.step,
-            "steps": cfg.steps,
-            "tokens_in_corpus": len(self.tokens),
-        }
-        self._emit("on_start", info)
+        self._say(start_line(cfg, self.raw_model.num_params(), device_name(self.device), self.amp, self.amp_reason,
+                             len(self.tokens), self.tokens_per_step, self.group.world_size))  # fmt: skip
+        info = {"n_params": self.raw_model.num_params(), "device": device_name(self.device), "amp": self.amp,
+                "start_step": state.step, "steps": cfg.steps, "tokens_in_corpus": len(self.tokens)}  # fmt: skip
+        self.events.emit("on_start", info)
         if state.step >= cfg.steps:
             self._say(
                 f"Already at step {state.step} of {cfg.steps}: nothing to train (pass a larger --steps to extend)."
@@ -711,25 +423,15 @@ class Trainer:
 
     def _log_row(self, step_loss: float, grad_norm: torch.Tensor | None, lr: float, corpus: float | None) -> None:
         tokens, seconds = self.interval
-        tok_per_s = tokens / seconds if seconds > 0 else float("nan")
         row = {
-            "step": self.state.step,
-            "loss": step_loss,
-            "lr": lr,
-            "grad_norm": grad_norm.item() if grad_norm is not None else None,
-            "tokens_seen": self.batches.tokens_seen,
-            "epoch": self.batches.epochs,
-            "tok_per_s": tok_per_s,
-            "elapsed_s": self.elapsed(),
-            "corpus_loss": corpus,
-        }
+            "step": self.state.step, "loss": step_loss, "lr": lr,
+            "grad_norm": grad_norm.item() if grad_norm is not None else None, "tokens_seen": self.batches.tokens_seen,
+            "epoch": self.batches.epochs, "tok_per_s": tokens / seconds if seconds > 0 else float("nan"),
+            "elapsed_s": self.elapsed(), "corpus_loss": corpus,
+        }  # fmt: skip
         self.metrics.write(row)
-        self._say(
-            f"step {row['step']}/{self.cfg.steps} | loss {step_loss:.6f} | lr {lr:.2e} | "
-            f"tok/s {'n/a (warm-up)' if math.isnan(tok_per_s) else f'{tok_per_s:.1f}'} | "
-            f"elapsed {row['elapsed_s']:.1f}s"
-        )
-        self._emit("on_log", row)
+        self.events.emit("on_log", row)
+        self._say(runlog.step_line(row, self.cfg.steps))
         self.interval = [0, 0.0]
 
     def _end(self, stop: stop_rules.Stop, corpus: float | None) -> dict[str, Any]:
@@ -759,8 +461,7 @@ class Trainer:
     def _finish(self, status: str, stop: stop_rules.Stop | None, corpus: float | None) -> dict[str, Any]:
         self._wait_for_writes()  # the summary is written once the checkpoints it describes are on disk
         summary = summary_record(self, status, stop, corpus)
-        if self.group.is_main:
-            self.run_dir.write_summary(summary)
+        self.run_dir.write_summary(summary)
         elapsed, held = summary["wall_time_s"], self.state.timers["checkpoint_s"]
         self._say(
             f"Checkpoints: {held:.1f}s of training held up ({100 * held / elapsed if elapsed > 0 else 0.0:.1f}% of "
@@ -768,7 +469,7 @@ class Trainer:
         )
         if status in ("completed", "target_reached"):
             self._say("Training complete.")
-        self._emit("on_end", summary)
+        self.events.emit("on_end", summary)
         self.group.barrier()  # no process exits (torchrun would stop the others) before rank 0 has written
         return summary
 

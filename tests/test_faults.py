@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogpt_lib import checkpoint, train
+from nanogpt_lib import checkpoint, step, train
 from nanogpt_lib.errors import EXIT_USER_ERROR, run_cli
 
 from .conftest import ROOT, tiny_args, write_small_corpus
@@ -140,7 +140,7 @@ def test_second_ctrl_c_exits_at_once(straight, tmp_path: Path) -> None:
 def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(straight, tmp_path: Path, monkeypatch, capsys) -> None:
     corpus, _ = straight
     out = tmp_path / "run"
-    real = train.accumulate_gradients
+    real = step.accumulate_gradients
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -148,7 +148,7 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(straight, tmp_p
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 4 else loss
 
-    monkeypatch.setattr(train, "accumulate_gradients", poisoned)
+    monkeypatch.setattr(step, "accumulate_gradients", poisoned)
     argv = tiny_args(corpus, out, "--steps", str(STEPS), "--save_every", "2")
     assert run_cli(train.main, argv) == EXIT_USER_ERROR
     err = capsys.readouterr().err
@@ -165,7 +165,7 @@ def test_out_of_memory_suggests_the_same_tokens_in_smaller_batches(
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(train, "accumulate_gradients", out_of_memory)
+    monkeypatch.setattr(step, "accumulate_gradients", out_of_memory)
     argv = tiny_args(corpus, tmp_path / "run", "--batch_size", "8", "--grad_accum", "2")
     assert run_cli(train.main, argv) == EXIT_USER_ERROR
     err = capsys.readouterr().err.strip()

@@ -17,9 +17,11 @@ from nanogpt_lib.config import TrainConfig, model_config
 from nanogpt_lib.errors import EXIT_USER_ERROR, run_cli
 from nanogpt_lib.model import GPT
 from nanogpt_lib.optim import lr_at
+from nanogpt_lib.records import changed_options
 from nanogpt_lib.rundir import RunDir
 from nanogpt_lib.runlog import METRICS_COLUMNS
-from nanogpt_lib.train import accumulate_gradients, changed_options, main
+from nanogpt_lib.step import accumulate_gradients
+from nanogpt_lib.train import main
 
 from .conftest import run_module, tiny_args
 
@@ -210,7 +212,7 @@ def test_extra_prompts_are_sampled_at_every_event(small_corpus: Path, tmp_path: 
 
 @pytest.mark.parametrize("scale", [1e-4, 10.0])  # gradients far below and far above the clipping norm
 def test_clip_gradients_equals_clip_grad_norm(scale: float) -> None:
-    from nanogpt_lib.train import clip_gradients
+    from nanogpt_lib.step import clip_gradients
 
     torch.manual_seed(0)
     a, b = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
