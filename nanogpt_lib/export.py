@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -34,11 +33,12 @@ from typing import Any
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, runlog
 from .errors import UserError, run_cli
 from .model import GPT
 from .report import load_run, plot_loss_curve, stop_of
 from .rundir import RunDir
+from .runlog import duration
 from .tokenizer import BPE_FILES, BPE_PACKAGE, encode, packaged_bpe_files
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -131,14 +131,10 @@ def write_tokenizer(folder: Path, block_size: int) -> None:
         "model_max_length": block_size,
         "clean_up_tokenization_spaces": False,
     }
-    write_json(folder / "tokenizer_config.json", tokenizer_config)
-    write_json(folder / "special_tokens_map.json", special)
+    runlog.write_json(folder / "tokenizer_config.json", tokenizer_config)
+    runlog.write_json(folder / "special_tokens_map.json", special)
     # The fast tokenizer built from those files, serialised, so that loading it needs no conversion.
     AutoTokenizer.from_pretrained(folder).backend_tokenizer.save(str(folder / "tokenizer.json"))
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def write_model(folder: Path, model: GPT, dtype: torch.dtype, train_config: dict[str, Any]) -> None:
@@ -192,16 +188,6 @@ def _int(value: Any) -> str:
 
 def _loss(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) else NOT_AVAILABLE
-
-
-def _duration(seconds: Any) -> str:
-    if not isinstance(seconds, int | float):
-        return NOT_AVAILABLE
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min ({seconds:,.0f} s)"
-    return f"{seconds / 3600:.1f} h ({seconds:,.0f} s)"
 
 
 def summary_rows(ckpt: dict[str, Any], summary: dict[str, Any], run_config: dict[str, Any]) -> list[tuple[str, str]]:
@@ -265,7 +251,7 @@ def summary_rows(ckpt: dict[str, Any], summary: dict[str, Any], run_config: dict
         ("final step loss", _loss(summary.get("final_step_loss"))),
         ("full-corpus loss", corpus),
         ("hardware", hardware),
-        ("wall time", _duration(summary.get("wall_time_s"))),
+        ("wall time", duration(wall) if isinstance(wall := summary.get("wall_time_s"), int | float) else NOT_AVAILABLE),
         ("how the run ended", status or NOT_AVAILABLE),
         ("these weights", weights),
     ]

@@ -120,10 +120,6 @@ def measure_speed(cfg: TrainConfig, steps: int = 2) -> tuple[float, str]:
     return steps * cfg.batch_size * cfg.seq_len / seconds, f"{device_name(device)}, amp {amp}"
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
-
-
 def expectation(cfg: TrainConfig, measure: bool = True) -> str:
     """What to expect of a run with these options: its recipe, what that recipe needed, and (``measure``) the time
     that takes on this machine."""
@@ -140,7 +136,7 @@ def expectation(cfg: TrainConfig, measure: bool = True) -> str:
     if not summary or summary.get("status") != "target_reached":
         return f"{head}\n{speed}; no committed run at the target to estimate the time from."
     needed = summary["tokens_seen"]
-    return f"{head}\n{speed}: its {needed:,} tokens take about {_duration(needed / tok_s)} of training here."
+    return f"{head}\n{speed}: its {needed:,} tokens take about {runlog.duration(needed / tok_s)} of training here."
 
 
 def main(argv: list[str] | None = None) -> int:

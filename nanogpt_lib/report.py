@@ -34,6 +34,7 @@ from . import runlog
 from .atomic import atomic_write
 from .errors import UserError, run_cli
 from .rundir import RunDir
+from .runlog import duration
 
 PLOT_NAME = "loss_curve.png"
 
@@ -145,14 +146,6 @@ def plot_loss_curve(run: Run, path: str | os.PathLike) -> Path:
     return path
 
 
-def _fmt_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    return f"{seconds / 60:.1f} min ({seconds:,.0f} s)"
-
-
 def _fmt(value: Any, spec: str = "") -> str:
     return "–" if value is None else format(value, spec)
 
@@ -186,13 +179,13 @@ def summary_block(run: Run, others: Sequence[tuple[str, ...]] = (), peers: Seque
         ("Tokens per step", _fmt(s.get("tokens_per_step") or c.get("tokens_per_step"), ",")),
         (
             "Training time",
-            f"{_fmt_seconds(s.get('train_time_s'))} (warm-up/compile {_fmt_seconds(s.get('warmup_time_s'))} apart)",
+            f"{duration(s.get('train_time_s'))} (warm-up/compile {duration(s.get('warmup_time_s'))} apart)",
         ),
         (
             "Wall time",
-            f"{_fmt_seconds(s.get('wall_time_s', last.get('elapsed_s')))} (checkpoints "
-            f"{_fmt_seconds(s.get('checkpoint_time_s'))}, samples {_fmt_seconds(s.get('sample_time_s'))}, "
-            f"full-corpus loss {_fmt_seconds(s.get('eval_time_s'))})",
+            f"{duration(s.get('wall_time_s', last.get('elapsed_s')))} (checkpoints "
+            f"{duration(s.get('checkpoint_time_s'))}, samples {duration(s.get('sample_time_s'))}, "
+            f"full-corpus loss {duration(s.get('eval_time_s'))})",
         ),  # fmt: skip
         ("Throughput", f"{_fmt(s.get('tok_per_s'), ',.0f')} tokens/s"),
         ("Model", f"{c.get('train_config', {}).get('model', '?')}, {_fmt(c.get('n_params'), ',')} parameters"),
@@ -269,7 +262,7 @@ def run_row(
         else _fmt(per_step, ",")
     )
     tokens = summary.get("tokens_seen", last.get("tokens_seen"))
-    wall = _fmt_seconds(summary.get("wall_time_s", last.get("elapsed_s")))
+    wall = duration(summary.get("wall_time_s", last.get("elapsed_s")))
     resumes = len(config.get("resumes", []))  # run_config.json records each resume as it starts
     if resumes:
         wall += f", {resumes} resume{'s' if resumes > 1 else ''}"
@@ -346,10 +339,6 @@ def hardware_kind(device: str, amp: str) -> str:
 HARDWARE_KINDS = {"cpu-no-bf16": "CPU without bf16 units", "cpu-bf16": "CPU with bf16 units", "gpu": "GPU"}
 
 
-def _minutes(seconds: float | None) -> str:
-    return "–" if seconds is None else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
-
-
 def runs_block(results: Path) -> str:
     """The verdict of each run to the target whose evidence is in ``results``: what stopped it, at which loss, after
     how many steps, tokens and minutes, with links to its evidence and its executed notebooks as HTML."""
@@ -366,7 +355,7 @@ def runs_block(results: Path) -> str:
             f"| [{folder.name}](results/{folder.name}/) | {device}, {'fp32' if amp in ('off', None) else amp} "
             f"| {_verdict(summary, last)} | {_fmt(summary.get('steps', int(last.get('step') or 0)), ',')} "
             f"| {f'{tokens / 1e6:.2f}M' if tokens else '–'} "
-            f"| {_minutes(summary.get('wall_time_s', last.get('elapsed_s')))} | {' · '.join(html) or '–'} |"
+            f"| {duration(summary.get('wall_time_s', last.get('elapsed_s')))} | {' · '.join(html) or '–'} |"
         )
     return "\n".join(lines)
 
@@ -384,7 +373,7 @@ def _tests_cell(path: Path) -> str:
     failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
     counts = f"{total - skipped - failed} passed" + (f", {failed} failed" if failed else "")
     counts += f", {skipped} skipped" if skipped else ""
-    return f"{counts} in {_minutes(float(suite.get('time', 0)))} ([junit](results/{path.name}))"
+    return f"{counts} in {duration(float(suite.get('time', 0)))} ([junit](results/{path.name}))"
 
 
 def _tests_device(path: Path) -> str:
@@ -403,7 +392,7 @@ def commands_block(results: Path) -> str:
     for folder, summary, config, last in committed_runs(results, sanity=True):
         kind = hardware_kind(summary.get("device") or config.get("device_name", ""), summary.get("amp", ""))
         sanity[kind] = (
-            f"{_minutes(summary.get('wall_time_s', last.get('elapsed_s')))}, last loss "
+            f"{duration(summary.get('wall_time_s', last.get('elapsed_s')))}, last loss "
             f"{_fmt(last.get('loss'), '.2f')} ([run](results/{folder.name}/))"
         )
     tests: dict[str, str] = {}

@@ -33,9 +33,21 @@ SAMPLE_SEPARATOR = "-" * 72
 _SAMPLE_HEADER = re.compile(r"^STEP: (\d+) \(sample (\d+)/(\d+)")
 
 
-def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """``data`` as indented JSON, written atomically (numbers of numpy or torch as floats)."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=float) + "\n"
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def duration(seconds: float | None) -> str:
+    """A duration for people: seconds under two minutes, minutes under two hours, then hours; "–" for None."""
+    if seconds is None:
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min ({seconds:,.0f} s)"
+    return f"{seconds / 3600:.1f} h ({seconds:,.0f} s)"
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
@@ -104,7 +116,7 @@ class MetricsCSV:
         atomic_write(self.path, write)
 
     def write(self, row: dict[str, Any]) -> None:
-        self.writer.writerow({k: _fmt(row.get(k)) for k in METRICS_COLUMNS})
+        self.writer.writerow({k: _csv_value(row.get(k)) for k in METRICS_COLUMNS})
         self.fh.flush()
 
     def close(self) -> None:
@@ -133,7 +145,7 @@ def _rows_to_csv(rows: list[dict[str, str]]) -> str:
     return buf.getvalue()
 
 
-def _fmt(value: Any) -> str:
+def _csv_value(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):

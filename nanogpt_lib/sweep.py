@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import stop_rules
+from . import runlog, stop_rules
 from .atomic import atomic_write
 from .config import TrainConfig, load_options, model_config
 from .data import Batches
@@ -181,11 +181,6 @@ def read_json_records(path: Path) -> list[dict[str, Any]]:
     except (OSError, ValueError):
         return []
     return [r for r in records if isinstance(r, dict) and "trial" in r] if isinstance(records, list) else []
-
-
-def write_json(path: Path, records: list[dict[str, Any]]) -> None:
-    text = json.dumps(records, indent=1, default=float) + "\n"
-    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def write_best(path: Path, options: dict[str, Any], row: dict[str, Any], name: str) -> None:
@@ -356,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         write_table(out, header, rows)
         if args.json:
             records.append({"trial": trial["name"], "options": options, **row})
-            write_json(Path(args.json), records)
+            runlog.write_json(Path(args.json), records)
         print(rows[-1], flush=True)
         if better(row["corpus_cross"], row.get("mid_phase_loss"), cfg.target_loss, best):
             best = (row["corpus_cross"][1], trial["name"])

@@ -133,7 +133,7 @@ def test_the_first_screen_shows_each_run_and_the_two_commands_from_results(run_d
     assert sanity.endswith("| no committed run yet | no committed run yet |")  # none on a CPU with bf16 units, a GPU
     tests = next(line for line in commands.splitlines() if line.startswith("| `make test`"))
     assert tests == (
-        "| `make test` | no committed run yet | 17 passed, 1 failed, 2 skipped in 5.2 min ([junit](results/"
+        "| `make test` | no committed run yet | 17 passed, 1 failed, 2 skipped in 5.2 min (312 s) ([junit](results/"
         "tests-cpu-bf16.xml)) | the tests run on the CPU |"
     )
     assert report.write_report(run_dir, readme)["changed"] is False
