@@ -36,7 +36,8 @@ import torch
 from . import checkpoint, runlog
 from .errors import UserError, run_cli
 from .model import GPT
-from .report import load_run, plot_loss_curve, stop_of
+from .plots import plot_loss_curve
+from .report import load_run, stop_of
 from .rundir import RunDir
 from .runlog import duration
 from .tokenizer import BPE_FILES, BPE_PACKAGE, encode, packaged_bpe_files

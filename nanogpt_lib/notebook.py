@@ -17,7 +17,7 @@ from typing import Any
 
 from .config import TrainConfig
 from .device import pick_device
-from .report import loss_figure
+from .plots import loss_figure
 from .runlog import step_line
 
 NOTEBOOK_ONLY_PARAMETERS = {"progress_bar", "live_every_s"}
