@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_write
-from .config import GPTConfig, TrainConfig, model_config
+from .config import TrainConfig
 from .device import (
     AMP_CHOICES,
     DEVICE_CHOICES,
@@ -40,7 +40,7 @@ from .device import (
     synchronize,
 )
 from .errors import UserError, run_cli
-from .model import GPT
+from .model import GPT, GPTConfig, model_config
 from .model_stats import flops_per_token
 from .optim import make_optimizers
 from .step import clip_gradients

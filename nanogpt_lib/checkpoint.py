@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from .atomic import atomic_write
-from .config import GPTConfig
 from .errors import UserError
+from .model import GPTConfig
 
 FORMAT_VERSION = 1
 KIND_RESUME = "resume"  # last.pt

@@ -1,4 +1,5 @@
-"""Configuration: the model shape (``GPTConfig``) and every training option (``TrainConfig``).
+"""Configuration: every training option (``TrainConfig``); the model's own configuration lives beside the model
+(``model.GPTConfig``, its presets in ``model.PRESETS``).
 
 ``TrainConfig`` is the single list of training options. The CLI flags, the notebooks' papermill
 ``parameters`` cell, ``run_config.json`` and the checkpoint are all derived from it, so an option is
@@ -16,38 +17,10 @@ from typing import Any
 
 from .device import AMP_CHOICES, DEVICE_CHOICES
 from .errors import UserError
+from .model import PRESETS
 
 # epoch sampling: where each pass cuts the corpus into windows (see data.Batches)
 WINDOW_ORDERS = ("random_phase", "measured", "measured_in_decay")
-
-
-@dataclass(frozen=True)
-class GPTConfig:
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    block_size: int = 1024  # longest context the position table covers
-    vocab_size: int = 50257  # GPT-2 BPE, not padded: the parameter count matches GPT-2's 124,439,808
-    dropout: float = 0.0
-    bias: bool = True  # GPT-2 has biases in every Linear and LayerNorm
-
-    def __post_init__(self) -> None:
-        if self.n_embd % self.n_head:
-            raise UserError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-
-
-PRESETS: dict[str, GPTConfig] = {
-    # GPT-2 small, as released by OpenAI: 124,439,808 parameters with the LM head tied to wte.
-    "gpt2-124m": GPTConfig(),
-    # A model of the same architecture that trains in seconds on a CPU: for tests and quick checks.
-    "tiny": GPTConfig(n_layer=2, n_head=4, n_embd=128, block_size=256),
-}
-
-
-def model_config(preset: str, dropout: float = 0.0) -> GPTConfig:
-    if preset not in PRESETS:
-        raise UserError(f"unknown model preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    return dataclasses.replace(PRESETS[preset], dropout=dropout)
 
 
 def check_temperature(temperature: float) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from .errors import UserError
 from .model import GPT
 
 # GPT-2 stores these Linear layers as Conv1D, whose weight is (in, out): the transpose of ours.
@@ -15,10 +16,14 @@ _CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight
 
 
 def to_transformers(model: GPT):
-    """A ``transformers.GPT2LMHeadModel`` with the same configuration and a copy of ``model``'s weights."""
+    """A ``transformers.GPT2LMHeadModel`` with the same configuration and a copy of ``model``'s weights; a model
+    variant without such a twin (``GPTConfig.transformers_twin``) is refused in one line."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = model.config
+    why_not = cfg.transformers_twin()
+    if why_not:
+        raise UserError(f"this model has no twin in transformers: {why_not}")
     hf_config = GPT2Config(
         vocab_size=cfg.vocab_size,
         n_positions=cfg.block_size,

@@ -10,13 +10,59 @@ Shapes in comments: B batch, T time (sequence), C channels (n_embd), H heads, D 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import GPTConfig
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """The model's shape and its variants, as data: what a checkpoint stores (``model_config``) to rebuild it.
+
+    A variant is a field here, read by the modules below, with ``transformers_twin`` saying whether
+    ``transformers.GPT2LMHeadModel`` can hold the same model (the export, the bench, the parity test and so the
+    Space ask it). A field added later needs a default that gives the model older checkpoints describe.
+    """
+
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    block_size: int = 1024  # longest context the position table covers
+    vocab_size: int = 50257  # GPT-2 BPE, not padded: the parameter count matches GPT-2's 124,439,808
+    dropout: float = 0.0
+    bias: bool = True  # GPT-2 has biases in every Linear and LayerNorm
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise UserError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+
+    def transformers_twin(self) -> str | None:
+        """None when ``transformers.GPT2LMHeadModel`` holds this model exactly (same weights, same logits), else
+        why not. GPT-2 has biases in every Linear and LayerNorm and learned absolute positions."""
+        if not self.bias:
+            return "GPT-2 in transformers has biases in every Linear and LayerNorm, and this model has none"
+        return None
+
+
+PRESETS: dict[str, GPTConfig] = {
+    # GPT-2 small, as released by OpenAI: 124,439,808 parameters with the LM head tied to wte.
+    "gpt2-124m": GPTConfig(),
+    # A model of the same architecture that trains in seconds on a CPU: for tests and quick checks.
+    "tiny": GPTConfig(n_layer=2, n_head=4, n_embd=128, block_size=256),
+}
+
+
+def model_config(preset: str, dropout: float = 0.0) -> GPTConfig:
+    """The configuration of a preset (``--model``), with ``dropout``."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown model preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[preset], dropout=dropout)
 
 
 class CausalSelfAttention(nn.Module):

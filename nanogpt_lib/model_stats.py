@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import GPTConfig
-from .model import GPT
+from .model import GPT, GPTConfig
 
 
 def parameter_table(model: GPT, depth: int = 3):

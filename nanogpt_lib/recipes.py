@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from . import runlog
-from .config import TrainConfig, load_options, model_config
+from .config import TrainConfig, load_options
 from .device import DEVICE_CHOICES, amp_decision, autocast, device_name, pick_device, synchronize
 from .errors import UserError, run_cli
-from .model import GPT
+from .model import GPT, model_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

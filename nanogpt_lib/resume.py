@@ -11,10 +11,11 @@ from typing import Any
 import torch
 
 from . import checkpoint, distributed
-from .config import TrainConfig, model_config
+from .config import TrainConfig
 from .data import Batches
 from .errors import UserError
 from .loop_state import LoopState
+from .model import model_config
 from .records import changed_options, now
 from .rundir import RunDir
 

@@ -29,13 +29,13 @@ import torch
 
 from . import runlog, stop_rules
 from .atomic import atomic_write
-from .config import TrainConfig, load_options, model_config
+from .config import TrainConfig, load_options
 from .data import Batches
 from .device import DEVICE_CHOICES, configure_backends, device_name, pick_device, resolve_amp, synchronize
 from .errors import UserError, run_cli
 from .evaluate import corpus_loss
 from .loop_state import LoopState
-from .model import GPT
+from .model import GPT, model_config
 from .optim import make_optimizers
 from .step import measured_from_tokens, training_step
 from .tokenizer import encode_file, get_tokenizer, read_text

@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint, distributed, resume, runlog, stop_rules
 from .checkpoint_writer import CheckpointWriter
-from .config import TrainConfig, model_config, parse_train_args
+from .config import TrainConfig, parse_train_args
 from .data import Batches
 from .device import amp_decision, configure_backends, device_name, pick_device
 from .errors import UserError, run_cli
@@ -37,7 +37,7 @@ from .evaluate import corpus_loss
 from .events import Events
 from .interrupts import StopRequests
 from .loop_state import LoopState
-from .model import GPT
+from .model import GPT, model_config
 from .optim import make_optimizers
 from .records import run_config_record, summary_record
 from .rundir import QuietRunDir, RunDir

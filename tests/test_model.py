@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from nanogpt_lib.config import model_config
-from nanogpt_lib.model import GPT
+from nanogpt_lib.model import GPT, model_config
 
 
 def tiny_model(seed: int = 0) -> GPT:
@@ -114,6 +114,19 @@ def test_same_logits_as_transformers_gpt2() -> None:
         ours, _ = model(x)
         theirs = hf(x).logits
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_a_variant_without_a_transformers_twin_is_refused_in_one_line() -> None:
+    pytest.importorskip("transformers")
+    from nanogpt_lib.errors import UserError
+    from nanogpt_lib.hf_compat import to_transformers
+    from nanogpt_lib.model import GPTConfig
+
+    assert GPTConfig().transformers_twin() is None and model_config("tiny").transformers_twin() is None
+    no_bias = dataclasses.replace(model_config("tiny"), bias=False)
+    assert "biases" in no_bias.transformers_twin()
+    with pytest.raises(UserError, match="no twin in transformers: .*biases"):
+        to_transformers(GPT(no_bias))
 
 
 def test_generate_is_deterministic_for_a_seed_and_respects_top_k() -> None:

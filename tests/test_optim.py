@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from nanogpt_lib import checkpoint
-from nanogpt_lib.config import TrainConfig, load_options, model_config
+from nanogpt_lib.config import TrainConfig, load_options
 from nanogpt_lib.errors import UserError
-from nanogpt_lib.model import GPT
+from nanogpt_lib.model import GPT, model_config
 from nanogpt_lib.optim import decay_start, lr_at, make_optimizers, set_learning_rates
 
 from .conftest import ROOT, tiny_args

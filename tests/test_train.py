@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from nanogpt_lib import checkpoint, evaluate, report, runlog
-from nanogpt_lib.config import TrainConfig, model_config
+from nanogpt_lib.config import TrainConfig
 from nanogpt_lib.errors import EXIT_USER_ERROR, run_cli
-from nanogpt_lib.model import GPT
+from nanogpt_lib.model import GPT, model_config
 from nanogpt_lib.optim import lr_at
 from nanogpt_lib.records import changed_options
 from nanogpt_lib.rundir import RunDir
