@@ -191,6 +191,29 @@ def _loss(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) else NOT_AVAILABLE
 
 
+def _recipe(tc: dict[str, Any]) -> str:
+    """The optimizer, its peak rates, schedule and seed, in words."""
+    if "lr" not in tc:
+        return NOT_AVAILABLE
+    recipe = f"AdamW, peak learning rate {tc['lr']:g}"
+    if tc.get("optimizer") == "muon":
+        recipe = f"Muon (peak learning rate {tc['muon_lr']:g}) for the hidden matrices, {recipe} for the rest"
+    recipe += f", {tc.get('lr_schedule', 'constant')} schedule"
+    if tc.get("warmup_steps"):
+        recipe += f" after {tc['warmup_steps']} warm-up steps"
+    return recipe + f", seed {tc.get('seed', NOT_AVAILABLE)}"
+
+
+def _weights(ckpt: dict[str, Any]) -> str:
+    """Which weights these are: their step, loss and why they were saved."""
+    if not isinstance(ckpt.get("step"), int):
+        return NOT_AVAILABLE
+    weights = f"step {ckpt['step']:,}"
+    if isinstance(ckpt.get("loss"), int | float):
+        weights += f", loss {ckpt['loss']:.4f}"
+    return weights + (f" ({ckpt['reason']})" if ckpt.get("reason") else "")
+
+
 def summary_rows(ckpt: dict[str, Any], summary: dict[str, Any], run_config: dict[str, Any]) -> list[tuple[str, str]]:
     """The run's numbers as (what, value) rows; "not available" where the run directory does not say."""
     tc = run_config.get("train_config", {})
@@ -221,28 +244,14 @@ def summary_rows(ckpt: dict[str, Any], summary: dict[str, Any], run_config: dict
     precision = summary.get("amp") or run_config.get("amp")
     precision = "fp32" if precision == "off" else precision
     hardware = f"{device}, {precision}" if device and precision else device or NOT_AVAILABLE
-    recipe = NOT_AVAILABLE
-    if "lr" in tc:
-        recipe = f"AdamW, peak learning rate {tc['lr']:g}"
-        if tc.get("optimizer") == "muon":
-            recipe = f"Muon (peak learning rate {tc['muon_lr']:g}) for the hidden matrices, {recipe} for the rest"
-        recipe += f", {tc.get('lr_schedule', 'constant')} schedule"
-        if tc.get("warmup_steps"):
-            recipe += f" after {tc['warmup_steps']} warm-up steps"
-        recipe += f", seed {tc.get('seed', NOT_AVAILABLE)}"
+    recipe = _recipe(tc)
     status = summary.get("status")
     stop = stop_of(summary)
     if status == "target_reached" and stop and summary.get("target_loss") is not None:
         status = f"{status} ({stop['what']} ≤ {summary['target_loss']})"
     elif status and stop:
         status = f"{status} ({stop['what']})"
-    weights = NOT_AVAILABLE
-    if isinstance(ckpt.get("step"), int):
-        weights = f"step {ckpt['step']:,}"
-        if isinstance(ckpt.get("loss"), int | float):
-            weights += f", loss {ckpt['loss']:.4f}"
-        if ckpt.get("reason"):
-            weights += f" ({ckpt['reason']})"
+    weights = _weights(ckpt)
     return [
         ("data", data or NOT_AVAILABLE),
         ("optimizer steps", steps),
@@ -258,46 +267,7 @@ def summary_rows(ckpt: dict[str, Any], summary: dict[str, Any], run_config: dict
     ]
 
 
-def model_card(
-    name: str,
-    model: GPT,
-    ckpt: dict[str, Any],
-    summary: dict[str, Any],
-    run_config: dict[str, Any],
-    dtype: str,
-    license_id: str,
-    has_curve: bool,
-) -> str:
-    cfg = model.config
-    tc = run_config.get("train_config", {})
-    prompt = tc.get("prompt") or "BIANCA:\n"
-    rows = "\n".join(f"| {what} | {value} |" for what, value in summary_rows(ckpt, summary, run_config))
-    curve = f"![Training loss]({LOSS_CURVE})" if has_curve else "Loss curve: not available."
-    corpus_loss = summary.get("full_corpus_loss")
-    memorised = (
-        "\n\nA loss this low means the model has memorised much of its training text: expect passages of it back, "
-        "recombined, rather than new writing."
-        if isinstance(corpus_loss, int | float) and corpus_loss < 0.5
-        else ""
-    )
-    versions = run_config.get("versions", {})
-    provenance = ", ".join(
-        part
-        for part in (
-            f"torch {versions['torch']}" if versions.get("torch") else "",
-            f"code at commit `{run_config['git_commit']}`" if run_config.get("git_commit") else "",
-            f"finished {summary['finished_at']}" if summary.get("finished_at") else "",
-        )
-        if part
-    )
-    provenance = f" Provenance: {provenance}." if provenance else ""
-    later = ""
-    if isinstance(ckpt.get("step"), int) and isinstance(summary.get("steps"), int) and ckpt["step"] > summary["steps"]:
-        later = (
-            f"\n\nThe run's summary.json was written at step {summary['steps']:,} and these weights are from step "
-            f"{ckpt['step']:,}: the run went on after it was written."
-        )
-    return f"""---
+MODEL_CARD = """---
 license: {license_id}
 language:
 - en
@@ -314,7 +284,7 @@ tags:
 
 # {name}
 
-A GPT-2 style language model trained from scratch with `nanogpt_lib`: {model.num_params():,} parameters,
+A GPT-2 style language model trained from scratch with `nanogpt_lib`: {n_params} parameters,
 {cfg.n_layer} layers, {cfg.n_head} attention heads, {cfg.n_embd} channels, a context of {cfg.block_size} tokens and
 GPT-2's byte-pair encoding (50,257 tokens). The architecture is GPT-2's, so it loads as `GPT2LMHeadModel`; the
 weights here are stored as {dtype}.{memorised}
@@ -325,7 +295,7 @@ weights here are stored as {dtype}.{memorised}
 from transformers import pipeline
 
 generator = pipeline("text-generation", model="path/to/this/folder")  # or the repository id on the Hub
-out = generator({prompt!r}, max_new_tokens=200, do_sample=True, temperature=0.8, top_k=200)
+out = generator({prompt}, max_new_tokens=200, do_sample=True, temperature=0.8, top_k=200)
 print(out[0]["generated_text"])
 ```
 
@@ -350,7 +320,59 @@ model in eval mode over the whole training text, every token predicted once.{pro
 The model knows only its training text (for the course, tiny-shakespeare: about a million characters of plays):
 it continues prompts in that style and knows nothing else. What it writes is not reliable and is meant for study
 and play only.
-"""
+"""  # filled by model_card()
+
+
+def _memorised_note(summary: dict[str, Any]) -> str:
+    corpus_loss = summary.get("full_corpus_loss")
+    if isinstance(corpus_loss, int | float) and corpus_loss < 0.5:
+        return (
+            "\n\nA loss this low means the model has memorised much of its training text: expect passages of it "
+            "back, recombined, rather than new writing."
+        )
+    return ""
+
+
+def _provenance(summary: dict[str, Any], run_config: dict[str, Any]) -> str:
+    versions = run_config.get("versions", {})
+    parts = [
+        f"torch {versions['torch']}" if versions.get("torch") else "",
+        f"code at commit `{run_config['git_commit']}`" if run_config.get("git_commit") else "",
+        f"finished {summary['finished_at']}" if summary.get("finished_at") else "",
+    ]
+    parts = [part for part in parts if part]
+    return f" Provenance: {', '.join(parts)}." if parts else ""
+
+
+def _later_note(ckpt: dict[str, Any], summary: dict[str, Any]) -> str:
+    if isinstance(ckpt.get("step"), int) and isinstance(summary.get("steps"), int) and ckpt["step"] > summary["steps"]:
+        return (
+            f"\n\nThe run's summary.json was written at step {summary['steps']:,} and these weights are from step "
+            f"{ckpt['step']:,}: the run went on after it was written."
+        )
+    return ""
+
+
+def model_card(
+    name: str,
+    model: GPT,
+    ckpt: dict[str, Any],
+    summary: dict[str, Any],
+    run_config: dict[str, Any],
+    dtype: str,
+    license_id: str,
+    has_curve: bool,
+) -> str:
+    """The model card (README.md of the export): metadata for the Hub, how to use it, the training run's numbers."""
+    cfg, prompt = model.config, run_config.get("train_config", {}).get("prompt") or "BIANCA:\n"
+    rows = "\n".join(f"| {what} | {value} |" for what, value in summary_rows(ckpt, summary, run_config))
+    return MODEL_CARD.format(
+        license_id=license_id, name=name, n_params=f"{model.num_params():,}", cfg=cfg, dtype=dtype,
+        memorised=_memorised_note(summary), prompt=repr(prompt),
+        SUMMARY_START=SUMMARY_START, SUMMARY_END=SUMMARY_END, rows=rows, later=_later_note(ckpt, summary),
+        curve=f"![Training loss]({LOSS_CURVE})" if has_curve else "Loss curve: not available.",
+        provenance=_provenance(summary, run_config),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------- the export
