@@ -156,19 +156,11 @@ def train_steps(c: Contender, batches: list, steps: int, device: torch.device, a
             c.step_seconds.append(fwd + bwd + opt)
 
 
-def run(args: argparse.Namespace) -> tuple[str, float]:
-    device = pick_device(args.device)
-    amp = resolve_amp(args.amp, device)
-    backends = configure_backends(device, keep_freed=not args.default_allocator)  # as training does, for both
-    contenders, config = build(args, device)
-    gen = torch.Generator().manual_seed(args.seed)
-    vocab = 50257
-    batches = [
-        tuple(torch.randint(0, vocab, (args.batch_size, args.seq_len), generator=gen).to(device) for _ in range(2))
-        for _ in range(args.grad_accum)
-    ]
-    tokens_per_step = args.batch_size * args.seq_len * args.grad_accum
-
+def time_in_turns(
+    contenders: list[Contender], batches: list, args: argparse.Namespace, device: torch.device, amp: str
+) -> tuple[float, list[float]]:
+    """Warm both up, then time ``args.repeats`` turns of ``args.steps`` steps each, in alternating order; with
+    ``--loop``, the real loop's tokens/s after each turn. Returns the warm-up seconds and those loop figures."""
     t0 = time.perf_counter()
     for c in contenders:  # warm-up: allocation, kernel selection, compilation
         if device.type == "cuda":
@@ -186,12 +178,14 @@ def run(args: argparse.Namespace) -> tuple[str, float]:
                 c.peak_bytes = max(c.peak_bytes or 0, torch.cuda.max_memory_allocated(device))
         if args.loop:
             loop_tok_s.append(loop_throughput(args, device))
+    return warmup_s, loop_tok_s
 
-    name = device_name(device)
-    peak = peak_tflops(name, amp) if device.type == "cuda" else None
-    flops = flops_per_token(config, args.seq_len)
-    rows = []
-    medians = {}
+
+def result_rows(
+    contenders: list[Contender], tokens_per_step: int, flops: dict[str, float], peak: float | None
+) -> tuple[list[str], dict[str, float]]:
+    """A table row per contender (medians, spread, split, memory, MFU, first and last loss), and its tokens/s."""
+    rows, medians = [], {}
     for c in contenders:
         step_s = statistics.median(c.step_seconds)
         tok_s = tokens_per_step / step_s
@@ -204,6 +198,27 @@ def run(args: argparse.Namespace) -> tuple[str, float]:
             f"| {c.name} | {tok_s:,.0f} | {1000 * step_s:.1f} ({spread}) | {split} | {memory} | {mfu} "
             f"| {c.losses[0]:.6f} | {c.losses[-1]:.6f} |"
         )
+    return rows, medians
+
+
+def run(args: argparse.Namespace) -> tuple[str, float]:
+    device = pick_device(args.device)
+    amp = resolve_amp(args.amp, device)
+    backends = configure_backends(device, keep_freed=not args.default_allocator)  # as training does, for both
+    contenders, config = build(args, device)
+    gen = torch.Generator().manual_seed(args.seed)
+    vocab = 50257
+    batches = [
+        tuple(torch.randint(0, vocab, (args.batch_size, args.seq_len), generator=gen).to(device) for _ in range(2))
+        for _ in range(args.grad_accum)
+    ]
+    tokens_per_step = args.batch_size * args.seq_len * args.grad_accum
+
+    warmup_s, loop_tok_s = time_in_turns(contenders, batches, args, device, amp)
+    name = device_name(device)
+    peak = peak_tflops(name, amp) if device.type == "cuda" else None
+    flops = flops_per_token(config, args.seq_len)
+    rows, medians = result_rows(contenders, tokens_per_step, flops, peak)
     ratio = medians["ours"] / medians["transformers"]
     if loop_tok_s:
         loop = statistics.median(loop_tok_s)

@@ -276,6 +276,64 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def out_of_memory_row(device: torch.device) -> dict[str, Any]:
+    """The row of a trial whose batch did not fit the card (its memory freed for the next trial)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {
+        "steps": 0,
+        "tokens": 0,
+        "train_s": 0.0,
+        "step_cross": None,
+        "corpus_cross": None,
+        "result": "out of memory",
+    }
+
+
+def sweep_corpus(input_file: str, corpus_chars: int | None) -> tuple[np.ndarray, str]:
+    """The tokens the trials train on, and how the table names them: the whole file, or its first characters."""
+    if corpus_chars is None:
+        return encode_file(input_file), input_file
+    return corpus_slice(input_file, corpus_chars)
+
+
+def table_header(
+    args: argparse.Namespace, argv: list[str], device: str, first: TrainConfig, n_params: int, amp: str, corpus: str
+) -> list[str]:
+    """The lines above the table: the command, the model, and what stops each trial."""
+    return [
+        f"# Sweep on {device}",
+        "",
+        f"Command: `{shlex.join(['python', '-m', 'nanogpt_lib.sweep', *argv])}`",
+        "",
+        f"- plan `{args.plan}`; model {first.model} ({n_params:,} parameters); amp {amp}; "
+        f"compile {args.compile}; torch {torch.__version__}",
+        f"- each trial: fresh initialisation and optimizer, stops when the full-corpus loss (every token of "
+        f"{corpus} once, eval mode) is ≤ {first.target_loss}, or at {args.token_cap:,} tokens or "
+        f"{args.time_cap_s:g} s of training",
+        "- seconds are training time (device synchronised), without each trial's first step (compilation of a new "
+        "shape) and without the full-corpus passes; crossings give (step, tokens, seconds[, loss])",
+        "",
+    ]
+
+
+def kept_rows(args: argparse.Namespace, out: Path, header: list[str], names: list[str]) -> dict[str, str]:
+    """With ``--resume``: the rows of ``out`` already finished, when its corpus and caps are this command's."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create {out.parent}: {err.strerror}") from None
+    if not (args.resume and out.is_file()):
+        return {}
+    caps = next(line for line in header if line.startswith("- each trial:"))
+    if caps not in out.read_text(encoding="utf-8").splitlines():
+        raise UserError(
+            f"{out} holds trials run on another corpus or with other caps than this command's; drop --resume to "
+            f"run them all again, or write to another --out"
+        )
+    return finished_rows(out, names)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -286,41 +344,13 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(args.device)
     amp = resolve_amp(first.amp, device)
     configure_backends(device)
-    tokens = encode_file(first.input_file)
-    corpus = first.input_file
-    if args.corpus_chars is not None:
-        tokens, corpus = corpus_slice(first.input_file, args.corpus_chars)
+    tokens, corpus = sweep_corpus(first.input_file, args.corpus_chars)
     torch.manual_seed(first.seed)
     model = GPT(model_config(first.model, first.dropout)).to(device)
     runner = torch.compile(model) if args.compile else model
     out = Path(args.out)
-    header = [
-        f"# Sweep on {device_name(device)}",
-        "",
-        f"Command: `{shlex.join(['python', '-m', 'nanogpt_lib.sweep', *argv])}`",
-        "",
-        f"- plan `{args.plan}`; model {first.model} ({model.num_params():,} parameters); amp {amp}; "
-        f"compile {args.compile}; torch {torch.__version__}",
-        f"- each trial: fresh initialisation and optimizer, stops when the full-corpus loss (every token of "
-        f"{corpus} once, eval mode) is ≤ {first.target_loss}, or at {args.token_cap:,} tokens or "
-        f"{args.time_cap_s:g} s of training",
-        "- seconds are training time (device synchronised), without each trial's first step (compilation of a new "
-        "shape) and without the full-corpus passes; crossings give (step, tokens, seconds[, loss])",
-        "",
-    ]
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create {out.parent}: {err.strerror}") from None
-    done = {}
-    if args.resume and out.is_file():
-        caps = next(line for line in header if line.startswith("- each trial:"))
-        if caps not in out.read_text(encoding="utf-8").splitlines():
-            raise UserError(
-                f"{out} holds trials run on another corpus or with other caps than this command's; drop --resume to "
-                f"run them all again, or write to another --out"
-            )
-        done = finished_rows(out, [t["name"] for t in trials])
+    header = table_header(args, argv, device_name(device), first, model.num_params(), amp, corpus)
+    done = kept_rows(args, out, header, [t["name"] for t in trials])
     rows: list[str] = []
     records: list[dict[str, Any]] = []
     kept_records = {r["trial"]: r for r in read_json_records(Path(args.json))} if args.json and done else {}
@@ -343,10 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             row = run_trial(model, runner, tokens, cfg, device, amp, args.token_cap, args.time_cap_s)
         except torch.OutOfMemoryError:  # one trial's batch too large for this card: the others still run
-            row = {"steps": 0, "tokens": 0, "train_s": 0.0, "step_cross": None, "corpus_cross": None,
-                   "result": "out of memory"}  # fmt: skip
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            row = out_of_memory_row(device)
         rows.append(_fmt_row(trial["name"], cfg, row))
         write_table(out, header, rows)
         if args.json:
