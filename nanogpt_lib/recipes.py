@@ -25,6 +25,7 @@ from .config import TrainConfig, load_options
 from .device import DEVICE_CHOICES, amp_decision, autocast, device_name, pick_device, synchronize
 from .errors import UserError, run_cli
 from .model import GPT, model_config
+from .rundir import evidence_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,7 +80,7 @@ def matching(cfg: TrainConfig) -> Recipe | None:
 def committed_summary(recipe: Recipe) -> dict[str, Any] | None:
     """The summary.json of the recipe's committed run (None when there is none yet)."""
     try:
-        return runlog.read_json(ROOT / recipe.evidence / "summary.json")
+        return runlog.read_json(ROOT / recipe.evidence / evidence_name("summary"))
     except (OSError, ValueError):
         return None
 

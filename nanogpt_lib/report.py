@@ -34,10 +34,10 @@ from . import runlog
 from .atomic import atomic_write
 from .errors import UserError, run_cli
 from .plots import plot_loss_curve
-from .rundir import RunDir
+from .rundir import RunDir, evidence_name
 from .runlog import duration
 
-PLOT_NAME = "loss_curve.png"
+PLOT_NAME = evidence_name("loss_curve")
 
 # results/others.csv beside the runs' folders: runs of the same task by others, each with its source (a row per run;
 # the columns of the comparison table, then "source", a link or where the figures were read)
@@ -252,7 +252,7 @@ def project_runs(results: Path, exclude: str | None = None) -> list[tuple[str, .
     for folder, summary, config, last in committed_runs(results):
         if folder.name != exclude:
             label = f"This project: [{folder.name}](results/{folder.name}/)"
-            rows.append(run_row(label, summary, config, last, folder / "phases.md"))
+            rows.append(run_row(label, summary, config, last, folder / evidence_name("phases")))
     return rows
 
 
@@ -262,7 +262,7 @@ def committed_runs(results: Path, sanity: bool = False) -> list[tuple[Path, dict
     sanity runs (folders named sanity-*)."""
     runs = []
     for folder in sorted(path.parent for path in results.glob("*/summary.json")):
-        files = [folder / "summary.json", folder / "run_config.json", folder / "train_metrics.csv"]
+        files = [folder / evidence_name(attr) for attr in ("summary", "run_config", "metrics")]
         if folder.name.startswith(SANITY_PREFIX) != sanity or not all(path.is_file() for path in files):
             continue
         try:
@@ -510,8 +510,7 @@ def write_evidence(run: Run, results: Path) -> list[str]:
     try:
         results.mkdir(parents=True, exist_ok=True)
         run_dir = RunDir(run.out_dir)
-        plot_loss_curve(run, run_dir.loss_curve)
-        shutil.copyfile(run_dir.loss_curve, results / PLOT_NAME)
+        plot_loss_curve(run, run_dir.loss_curve)  # evidence like the rest, copied below
         running = {path.stem for path in run_dir.root.glob("*.ipynb") if still_running(path)}
         left_out = []
         for src, target in run_dir.evidence().items():

@@ -20,31 +20,65 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import runlog
 from .errors import UserError
 
-CHECKPOINTS, LOGS, SAMPLES, HTML = "checkpoints", "logs", "samples", "html"
+CHECKPOINTS, HTML = "checkpoints", "html"
+
+
+@dataclass(frozen=True)
+class RunFile:
+    """One file of a run directory: the RunDir attribute that names it, where it lies, whether ``--overwrite``
+    removes it, and whether it is evidence (copied into results/<run>/ under its file name)."""
+
+    attr: str
+    path: str
+    replaced: bool = True
+    evidence: bool = True
+
+
+# Every file a run writes, declared once. Adding one: a row here, its writer and reader in runlog.
+FILES = (
+    RunFile("last", f"{CHECKPOINTS}/last.pt", evidence=False),
+    RunFile("best", f"{CHECKPOINTS}/best.pt", evidence=False),
+    RunFile("log", "logs/train.log"),
+    RunFile("metrics", "logs/train_metrics.csv"),
+    RunFile("loss_curve", "logs/loss_curve.png"),
+    RunFile("samples", "samples/samples.txt"),
+    RunFile("summary", "summary.json"),
+    RunFile("phases", "phases.md"),
+    RunFile("run_config", "run_config.json"),
+)
+
+
+def evidence_name(attr: str) -> str:
+    """The name a run file has in results/<run>/ (its file name), by its RunDir attribute."""
+    return Path(next(f.path for f in FILES if f.attr == attr)).name
 
 
 class RunDir:
-    """One run directory: its paths, setting it up for a run, and reading what a run left in it."""
+    """One run directory: its paths (``FILES``, and ``html/`` for the notebooks as HTML), setting it up for a run,
+    and reading what a run left in it."""
+
+    last: Path
+    best: Path
+    log: Path
+    metrics: Path
+    loss_curve: Path
+    samples: Path
+    summary: Path
+    phases: Path
+    run_config: Path
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        self.last = self.root / CHECKPOINTS / "last.pt"
-        self.best = self.root / CHECKPOINTS / "best.pt"
-        self.log = self.root / LOGS / "train.log"
-        self.metrics = self.root / LOGS / "train_metrics.csv"
-        self.loss_curve = self.root / LOGS / "loss_curve.png"
-        self.samples = self.root / SAMPLES / "samples.txt"
+        for file in FILES:
+            setattr(self, file.attr, self.root / file.path)
         self.html = self.root / HTML
-        self.summary = self.root / "summary.json"
-        self.phases = self.root / "phases.md"
-        self.run_config = self.root / "run_config.json"
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.root)!r})"
@@ -70,14 +104,11 @@ class RunDir:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             if replace and self.holds_run():
-                for target in (self.root / CHECKPOINTS, self.root / LOGS, self.root / SAMPLES, self.summary,
-                               self.run_config, self.phases):  # fmt: skip
-                    if target.is_dir():
-                        shutil.rmtree(target)
-                    elif target.exists():
-                        target.unlink()
-            for sub in (LOGS, SAMPLES, CHECKPOINTS):
-                (self.root / sub).mkdir(exist_ok=True)
+                for file in FILES:
+                    if file.replaced:
+                        (self.root / file.path).unlink(missing_ok=True)
+            for file in FILES:
+                (self.root / file.path).parent.mkdir(exist_ok=True)
             for stale in (self.root / CHECKPOINTS).glob(".*.tmp"):
                 stale.unlink()
         except OSError as err:
@@ -128,13 +159,9 @@ class RunDir:
         return runlog.read_samples(self.samples)
 
     def evidence(self) -> dict[Path, str]:
-        """The files worth keeping with the results, with their names there: logs, metrics, samples, summary, run
-        config, the phase table, and the executed notebooks (papermill's output) and their HTML where the directory
-        holds them."""
-        files = {
-            path: path.name
-            for path in (self.metrics, self.log, self.samples, self.summary, self.run_config, self.phases)
-        }
+        """The files worth keeping with the results, with their names there: the evidence of ``FILES`` that exists,
+        and the executed notebooks (papermill's output) and their HTML where the directory holds them."""
+        files = {self.root / f.path: evidence_name(f.attr) for f in FILES if f.evidence}
         files = {path: name for path, name in files.items() if path.is_file()}
         for path in [*sorted(self.root.glob("*.ipynb")), *sorted(self.html.glob("*.html"))]:
             files[path] = path.name
