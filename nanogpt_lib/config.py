@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .device import AMP_CHOICES, DEVICE_CHOICES
 from .errors import UserError
 from .model import PRESETS
@@ -243,7 +245,6 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 def load_options(path: str | os.PathLike) -> dict[str, Any]:
     """A YAML (or JSON, which is YAML too) file of options, as papermill's ``-f`` reads it."""
-    import yaml
 
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 
 import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
 from .tokenizer import decode, get_tokenizer
 
@@ -30,7 +32,6 @@ def token_stats(text: str, ids: np.ndarray) -> dict[str, float | int | bool]:
 
 def example_tokens(ids: np.ndarray, start: int = 0, count: int = 16):
     """A table of consecutive tokens: position, id, and the text each one stands for."""
-    import pandas as pd
 
     window = ids[start : start + count].tolist()
     return pd.DataFrame(
@@ -39,8 +40,6 @@ def example_tokens(ids: np.ndarray, start: int = 0, count: int = 16):
 
 
 def most_common_tokens(ids: np.ndarray, count: int = 20):
-    import pandas as pd
-
     counts = collections.Counter(ids.tolist()).most_common(count)
     total = len(ids)
     return pd.DataFrame(
@@ -56,7 +55,6 @@ def most_common_tokens(ids: np.ndarray, count: int = 20):
 
 def frequency_figure(ids: np.ndarray):
     """Rank-frequency plot of the tokens (log-log): a few tokens are very common, most are rare."""
-    from matplotlib.figure import Figure
 
     counts = np.sort(np.bincount(ids.astype(np.int64)))[::-1]
     counts = counts[counts > 0]
@@ -83,7 +81,6 @@ def batch_arithmetic(num_tokens: int, batch_size: int, seq_len: int, grad_accum:
 
 def shifted_pair_table(x, y, count: int = 10):
     """Inputs and targets of one training window side by side: each target is the next input token."""
-    import pandas as pd
 
     xs, ys = x[:count].tolist(), y[:count].tolist()
     return pd.DataFrame(

