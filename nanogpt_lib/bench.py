@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from . import runlog
 from .atomic import atomic_write
 from .config import TrainConfig
 from .device import (
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         import transformers  # noqa: F401
     except ImportError:
         raise UserError("the benchmark needs transformers: pip install -r requirements-dev.txt") from None
-    args.command = shlex.join(["python", "-m", "nanogpt_lib.bench", *argv])
+    args.command = runlog.command_line("nanogpt_lib.bench", argv)
     table, _ = run(args)
     print(table, end="")
     if args.out:

@@ -9,7 +9,6 @@ depends on where the windows are cut.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -155,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {phase} | {len(tokens) - 1 - phase:,} | {loss:.6f} | {time.perf_counter() - t0:.1f} |")
         print(lines[-1], flush=True)
     if args.out:
-        command = shlex.join(["python", "-m", "nanogpt_lib.evaluate", *(sys.argv[1:] if argv is None else argv)])
+        command = runlog.command_line("nanogpt_lib.evaluate", sys.argv[1:] if argv is None else argv)
         try:
             runlog.write_phase_table(Path(args.out), command, about, lines)
         except OSError as err:

@@ -326,8 +326,8 @@ def runs_block(results: Path) -> str:
     return "\n".join(lines)
 
 
-def _tests_cell(path: Path) -> str:
-    """What pytest's JUnit XML says: counts and time."""
+def tests_record(path: Path) -> tuple[str, str]:
+    """What pytest's JUnit XML says: the machine it ran on (the ``device`` property) and a cell with counts and time."""
     try:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError) as err:
@@ -335,20 +335,13 @@ def _tests_cell(path: Path) -> str:
     suite = root if root.tag == "testsuite" else root.find("testsuite")
     if suite is None:
         raise UserError(f"{path} is not pytest's JUnit XML (no testsuite)")
+    prop = suite.find("properties/property[@name='device']")
     total, skipped = int(suite.get("tests", 0)), int(suite.get("skipped", 0))
     failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
     counts = f"{total - skipped - failed} passed" + (f", {failed} failed" if failed else "")
     counts += f", {skipped} skipped" if skipped else ""
-    return f"{counts} in {duration(float(suite.get('time', 0)))} ([junit](results/{path.name}))"
-
-
-def _tests_device(path: Path) -> str:
-    try:
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError):
-        return ""
-    prop = root.find(".//properties/property[@name='device']")
-    return prop.get("value", "") if prop is not None else ""
+    cell = f"{counts} in {duration(float(suite.get('time', 0)))} ([junit](results/{path.name}))"
+    return (prop.get("value", "") if prop is not None else ""), cell
 
 
 def commands_block(results: Path) -> str:
@@ -363,8 +356,8 @@ def commands_block(results: Path) -> str:
         )
     tests: dict[str, str] = {}
     for path in sorted(results.glob(TESTS_PATTERN)):
-        device = _tests_device(path)
-        tests[hardware_kind(device, "bf16")] = _tests_cell(path)  # its device names its bf16 units or "no bf16 units"
+        device, cell = tests_record(path)
+        tests[hardware_kind(device, "bf16")] = cell  # its device names its bf16 units or "no bf16 units"
     tests["gpu"] = "the tests run on the CPU"
     header = "| command | " + " | ".join(HARDWARE_KINDS.values()) + " |"
     rows = [

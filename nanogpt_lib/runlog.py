@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,21 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     """``data`` as indented JSON, written atomically (numbers of numpy or torch as floats)."""
     text = json.dumps(data, indent=2, ensure_ascii=False, default=float) + "\n"
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def command_line(module: str, argv: list[str]) -> str:
+    """``python -m module argv`` as committed files show it: an absolute path becomes relative to the working
+    directory when it lies inside it, else its file name, so that no folder of this machine is shown."""
+
+    def shown(arg: str) -> str:
+        flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        if not value.startswith("/"):
+            return arg
+        path = Path(value)
+        value = str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else path.name
+        return f"{flag}{eq}{value}"
+
+    return shlex.join(["python", "-m", module, *map(shown, argv)])
 
 
 def duration(seconds: float | None) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from gradio_client import Client
 
+from . import runlog
 from .atomic import atomic_write
 from .device import cpu_model
 from .errors import UserError, run_cli
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(load, args.clients, args.requests, args.max_new_tokens)
     print(text)
     if args.out:
-        command = f"python -m nanogpt_lib.space_load {' '.join(argv if argv is not None else sys.argv[1:])}"
+        command = runlog.command_line("nanogpt_lib.space_load", sys.argv[1:] if argv is None else argv)
         doc = f"# The Space under load\n\n```bash\n{command}\n```\n\n{text}"
         atomic_write(args.out, lambda fh: fh.write(doc.encode("utf-8")))
     return 0

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -303,7 +302,7 @@ def table_header(
     return [
         f"# Sweep on {device}",
         "",
-        f"Command: `{shlex.join(['python', '-m', 'nanogpt_lib.sweep', *argv])}`",
+        f"Command: `{runlog.command_line('nanogpt_lib.sweep', argv)}`",
         "",
         f"- plan `{args.plan}`; model {first.model} ({n_params:,} parameters); amp {amp}; "
         f"compile {args.compile}; torch {torch.__version__}",

@@ -321,3 +321,11 @@ def test_evidence_only_keeps_a_run_in_progress_beside_a_reached_readme(run_dir: 
     assert readme.read_text(encoding="utf-8") == reached
     assert json.loads((tmp_path / "results" / "slow" / "summary.json").read_text())["status"] == "interrupted"
     assert (tmp_path / "results" / "slow" / "loss_curve.png").stat().st_size > 0
+
+
+def test_committed_commands_show_no_folder_of_the_machine(tmp_path: Path, monkeypatch) -> None:
+    from nanogpt_lib.runlog import command_line
+
+    monkeypatch.chdir(tmp_path)
+    shown = command_line("nanogpt_lib.sweep", ["--json", "/root/out/sweep.json", f"--out={tmp_path}/r/x.md", "-v"])
+    assert shown == "python -m nanogpt_lib.sweep --json sweep.json --out=r/x.md -v"
