@@ -28,6 +28,7 @@ class Timers:
     def __init__(self) -> None:
         self.totals: dict[str, float] = dict.fromkeys(TIMERS, 0.0)
         self.session_start = time.perf_counter()
+        self.mark = (0.0, 0.0)  # training tokens and seconds when rate() was last asked
 
     def __getitem__(self, name: str) -> float:
         return self.totals[name]
@@ -49,6 +50,13 @@ class Timers:
 
     def start_session(self) -> None:
         self.session_start = time.perf_counter()
+        self.mark = (self.totals["train_tokens"], self.totals["train_s"])
+
+    def rate(self) -> float:
+        """Training tokens per second since the last call (or the session's start): what a log row reports."""
+        tokens, seconds = self.totals["train_tokens"] - self.mark[0], self.totals["train_s"] - self.mark[1]
+        self.mark = (self.totals["train_tokens"], self.totals["train_s"])
+        return tokens / seconds if seconds > 0 else float("nan")
 
     def elapsed(self) -> float:
         """Wall time of the run so far: the earlier sessions' total, and this one's."""

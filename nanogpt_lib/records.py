@@ -77,10 +77,10 @@ def summary_record(trainer, status: str, stop: stop_rules.Stop | None, corpus: f
         "best_step": state.best_step or None,
         "full_corpus_loss": corpus,
         "full_corpus_loss_step": state.step if corpus is not None else None,
-        "tokens_seen": trainer.batches.tokens_seen,
-        "epochs": round(trainer.batches.epochs, 4),
-        "tokens_per_step": trainer.tokens_per_step,
-        "processes": trainer.group.world_size,
+        "tokens_seen": trainer.parts.batches.tokens_seen,
+        "epochs": round(trainer.parts.batches.epochs, 4),
+        "tokens_per_step": trainer.parts.tokens_per_step,
+        "processes": trainer.parts.group.world_size,
         "wall_time_s": round(trainer.elapsed(), 3),
         "train_time_s": round(timers["train_s"], 3),
         "warmup_time_s": round(timers["warmup_s"], 3),
@@ -92,12 +92,12 @@ def summary_record(trainer, status: str, stop: stop_rules.Stop | None, corpus: f
         "resumes": len(trainer.resumes),
         "tok_per_s": round(timers["train_tokens"] / timers["train_s"], 1) if timers["train_s"] else None,
         "model": cfg.model,
-        "n_params": trainer.raw_model.num_params(),
-        "device": device_name(trainer.device),
-        "amp": trainer.amp,
+        "n_params": trainer.parts.raw_model.num_params(),
+        "device": device_name(trainer.parts.device),
+        "amp": trainer.parts.amp,
         # the most GPU memory held by tensors in this session (what a smaller card must hold), CUDA only
-        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated(trainer.device) / 2**30, 3)
-        if trainer.device.type == "cuda"
+        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated(trainer.parts.device) / 2**30, 3)
+        if trainer.parts.device.type == "cuda"
         else None,
         "finished_at": now(),
     }
@@ -135,20 +135,20 @@ def run_config_record(trainer, previous: dict[str, Any]) -> dict[str, Any]:
     return {
         "command": previous.get("command", trainer.command),
         "train_config": trainer.cfg.to_dict(),
-        "model_config": dataclasses.asdict(trainer.raw_model.config),
-        "n_params": trainer.raw_model.num_params(),
-        "tokens_in_corpus": int(len(trainer.tokens)),
+        "model_config": dataclasses.asdict(trainer.parts.raw_model.config),
+        "n_params": trainer.parts.raw_model.num_params(),
+        "tokens_in_corpus": int(len(trainer.parts.tokens)),
         # the text by name and hash: what others may read of it without the path of this machine
         "input": {"name": Path(trainer.cfg.input_file).name, "sha256": _sha256(trainer.cfg.input_file)},
-        "tokens_per_step": trainer.tokens_per_step,
-        "processes": trainer.group.world_size,  # torchrun --nproc_per_node x nodes; batch_size is per process
-        "device": str(trainer.device),
-        "device_name": device_name(trainer.device),
-        "amp": trainer.amp,
-        "amp_reason": trainer.amp_reason,
-        "backends": trainer.backends,
-        "optimizer": describe(trainer.optimizers),
-        "versions": _versions(trainer.device),
+        "tokens_per_step": trainer.parts.tokens_per_step,
+        "processes": trainer.parts.group.world_size,  # torchrun --nproc_per_node x nodes; batch_size is per process
+        "device": str(trainer.parts.device),
+        "device_name": device_name(trainer.parts.device),
+        "amp": trainer.parts.amp,
+        "amp_reason": trainer.parts.amp_reason,
+        "backends": trainer.parts.backends,
+        "optimizer": describe(trainer.parts.optimizers),
+        "versions": _versions(trainer.parts.device),
         "git_commit": _git_commit(),
         "started_at": previous.get("started_at", now()),
         "resumes": trainer.resumes,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,6 +18,9 @@ from .loop_state import LoopState
 from .model import model_config
 from .records import changed_options, now
 from .rundir import RunDir
+
+if TYPE_CHECKING:
+    from .parts import Parts
 
 
 def check_resume_model(ckpt: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
@@ -81,6 +84,36 @@ def rng_state(device: torch.device, group: distributed.Group) -> dict[str, Any]:
     """The random generators of this process (under torchrun: of every process, gathered) for last.pt."""
     rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
     return {**rng, "ranks": group.gather(rng)} if group.enabled else rng
+
+
+def last_record(parts: Parts, cfg: TrainConfig, rng: dict[str, Any], loop: dict[str, Any]) -> dict[str, Any]:
+    """What last.pt holds (checkpoint.resume_record) from a session's parts, with ``rng`` from ``rng_state`` and the
+    loop state ``loop``."""
+    return checkpoint.resume_record(
+        parts.raw_model, cfg.to_dict(), parts.optimizers, parts.scaler, parts.batches.state_dict(), rng, loop
+    )
+
+
+def sessions(
+    resumed: bool,
+    state: LoopState,
+    dropped: list[dict[str, Any]],
+    previous: dict[str, Any],
+    cfg: TrainConfig,
+    command: str,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """run_config.json's ``resumes`` (from ``previous``, the run's run_config.json) with this session's entry added
+    when it ``resumed`` the run, and the line that names the options this resume changed, if it changed any."""
+    resumes = previous.get("resumes", [])
+    if not resumed:
+        return resumes, None
+    entry = resume_entry(state, dropped, previous, cfg, command)
+    resumes.append(entry)
+    changed = entry.get("changed")
+    if not changed:
+        return resumes, None
+    what = ", ".join(f"{name} {before!r} -> {now!r}" for name, (before, now) in changed.items())
+    return resumes, f"Options changed at this resume (recorded in run_config.json): {what}"
 
 
 def resume_entry(

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import torch
 
+from . import distributed
 from .config import TrainConfig
 from .device import autocast
 from .optim import decay_start, set_learning_rates
@@ -89,3 +90,10 @@ def training_step(
 def measured_from_tokens(cfg: TrainConfig, tokens_per_step: int) -> int | None:
     """With ``--window_order measured_in_decay``: the tokens seen when the wsd decay begins (else None)."""
     return decay_start(cfg) * tokens_per_step if cfg.window_order == "measured_in_decay" else None
+
+
+def mean_over_group(loss: torch.Tensor, asked: bool, group: distributed.Group) -> tuple[torch.Tensor, bool]:
+    """Under torchrun, in one collective: the step loss averaged over the processes, and whether any process of the
+    group was asked to stop (Ctrl-C or SIGTERM) during the step, so that all of them stop after the same step."""
+    both = group.sum(torch.stack([loss.detach().float(), torch.tensor(float(asked), device=loss.device)]))
+    return both[0] / group.world_size, bool(both[1] > 0)

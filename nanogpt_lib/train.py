@@ -1,50 +1,44 @@
 """The training loop (``Trainer``) and the ``python -m nanogpt_lib.train`` command.
 
-The loop writes the run directory (see "The run directory" in the README) and reports progress through
+The loop writes the run directory (see "The run directory" in docs/reference.md) and reports progress through
 callbacks, so the CLI can print lines and a notebook can draw a live plot without the loop knowing who is watching::
 
     trainer = Trainer(TrainConfig(model="tiny", steps=100))
     trainer.add_callback("on_log", lambda row: print(row["step"], row["loss"]))
     summary = trainer.run()
 
-The events and what each passes are listed in events.py. The parts: the step (step.py), what a session takes from
-and gives to last.pt (resume.py), what the run records (records.py), when it stops (stop_rules.py).
+The events and what each passes are listed in events.py. The rest lives beside it: what a session trains with
+(parts.py), the step (step.py), what a session takes from and gives to last.pt (resume.py), what the run records
+(records.py), when it stops (stop_rules.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shlex
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import checkpoint, distributed, resume, runlog, stop_rules
 from .checkpoint_writer import CheckpointWriter
 from .config import TrainConfig, parse_train_args
-from .data import Batches
-from .device import amp_decision, configure_backends, device_name, pick_device
+from .device import device_name
 from .errors import UserError, run_cli
 from .evaluate import corpus_loss
 from .events import Events
 from .interrupts import StopRequests
 from .loop_state import LoopState
-from .model import GPT, model_config
-from .optim import make_optimizers
+from .parts import Parts, assemble
 from .records import run_config_record, summary_record
-from .rundir import QuietRunDir, RunDir
+from .rundir import RunDir
 from .sample import generate_text
-from .step import measured_from_tokens, training_step
-from .tokenizer import encode_file, get_tokenizer
+from .step import mean_over_group, training_step
 
 
 def out_of_memory_advice(cfg: TrainConfig, step: int) -> str:
@@ -71,15 +65,31 @@ def _lost_peer(err: RuntimeError) -> bool:
     )
 
 
-def start_line(
-    cfg: TrainConfig, n_params: int, device: str, amp: str, amp_reason: str, corpus_tokens: int, tokens_per_step: int,
-    world: int,
-) -> str:  # fmt: skip
+def start_line(cfg: TrainConfig, parts: Parts) -> str:
     """The log's line about what trains: model, device, precision (and why), data, tokens per step."""
+    world = parts.group.world_size
     per_process = f" ({cfg.batch_size} x {cfg.seq_len} x {cfg.grad_accum} per process x {world})" if world > 1 else ""
     return (
-        f"Model {cfg.model}: {n_params:,} parameters | device {device} | amp {amp} ({amp_reason}) | compile "
-        f"{cfg.compile} | {corpus_tokens:,} tokens in {cfg.input_file} | {tokens_per_step:,} tokens/step{per_process}"
+        f"Model {cfg.model}: {parts.raw_model.num_params():,} parameters | device {device_name(parts.device)} | amp "
+        f"{parts.amp} ({parts.amp_reason}) | compile {cfg.compile} | {len(parts.tokens):,} tokens in {cfg.input_file} "
+        f"| {parts.tokens_per_step:,} tokens/step{per_process}"
+    )
+
+
+def start_info(cfg: TrainConfig, parts: Parts, start_step: int) -> dict[str, Any]:
+    """What the ``on_start`` event passes (events.py)."""
+    return {
+        "n_params": parts.raw_model.num_params(), "device": device_name(parts.device), "amp": parts.amp,
+        "start_step": start_step, "steps": cfg.steps, "tokens_in_corpus": len(parts.tokens),
+    }  # fmt: skip
+
+
+def checkpoint_time_line(summary: dict[str, Any]) -> str:
+    """The log's last word on checkpoints: how long they held up training, and how long they took to write."""
+    held, elapsed = summary["checkpoint_time_s"], summary["wall_time_s"]
+    return (
+        f"Checkpoints: {held:.1f}s of training held up ({100 * held / elapsed if elapsed > 0 else 0.0:.1f}% of "
+        f"{elapsed:.1f}s wall time); {summary['checkpoint_background_s']:.1f}s of writing in the background"
     )
 
 
@@ -102,54 +112,6 @@ def user_error(
     return None
 
 
-def join_devices(device_name_or_auto: str) -> tuple[torch.device, distributed.Group]:
-    """The device (``--device``) and the process group (of one, unless torchrun started several): under torchrun
-    each process takes the GPU of its local rank."""
-    device = pick_device(device_name_or_auto)
-    group = distributed.join(device.type)
-    if device.type == "cuda" and group.enabled:
-        device = torch.device("cuda", group.local_rank)
-    return device, group
-
-
-def load_corpus(cfg: TrainConfig) -> np.ndarray:
-    """The token ids of ``--input_file``; the tokenizer is loaded first, as sampling needs it too: a missing one fails
-    now, not at the first sample after hours of training."""
-    get_tokenizer()
-    tokens = encode_file(cfg.input_file)
-    if len(tokens) < cfg.seq_len + 1:
-        raise UserError(
-            f"{cfg.input_file} has {len(tokens)} tokens, fewer than --seq_len + 1 = {cfg.seq_len + 1}; "
-            f"use a longer file or a smaller --seq_len"
-        )
-    return tokens
-
-
-def build_model(
-    cfg: TrainConfig, device: torch.device, group: distributed.Group, ckpt: dict[str, Any] | None, path: Path
-) -> GPT:
-    """The model, initialised from ``--seed`` (the same weights in every process) or with the weights of ``ckpt``."""
-    torch.manual_seed(cfg.seed)
-    model = GPT(model_config(cfg.model, cfg.dropout))
-    if ckpt is not None:
-        checkpoint.load_weights(model, ckpt, path)
-    model.to(device)
-    if group.rank > 0:
-        torch.manual_seed(cfg.seed + group.rank)  # each process its own dropout
-    return model
-
-
-def wrap_model(
-    model: GPT, group: distributed.Group, device: torch.device, compile_model: bool
-) -> tuple[torch.nn.Module, Callable[[], contextlib.AbstractContextManager]]:
-    """What runs the forward pass (the model, or its DDP and/or compiled wrapper), and DDP's ``no_sync``."""
-    wrapped, no_sync = model, contextlib.nullcontext
-    if group.enabled:
-        wrapped = DistributedDataParallel(model, device_ids=[group.local_rank] if device.type == "cuda" else None)
-        no_sync = wrapped.no_sync
-    return (torch.compile(wrapped) if compile_model else wrapped), no_sync
-
-
 class Trainer:
     """Trains a GPT on one text file according to a TrainConfig, writing a run directory (``rundir.RunDir``)."""
 
@@ -159,24 +121,11 @@ class Trainer:
         self.events = Events()
         self.run_dir = RunDir(cfg.out_dir)
         self._start_afresh()  # again in _setup(), once the options are checked
+        self.parts: Parts  # what the session trains with (parts.py), assembled by run()
         self.resumes: list[dict[str, Any]] = []  # one entry per session that continued this run
-        self.resumed_from_checkpoint = self.resume_missing = False
+        self.resumed_from_checkpoint = False
         self.saved_step = 0  # the step last.pt holds (or is being written with)
-        self.group = distributed.Group()  # a group of one until _setup() joins torchrun's
-        self.tokens_per_step = cfg.tokens_per_step  # by all processes together
-        self.no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-        # Set up by _setup() from the options: device, data, model, optimizer, run files.
-        self.device: torch.device
-        self.amp: str
-        self.amp_reason: str
-        self.backends: dict[str, Any]
-        self.tokens: np.ndarray
-        self.raw_model: GPT
-        self.model: torch.nn.Module  # raw_model, or its DDP and/or compiled wrapper, which runs the forward pass
-        self.optimizers: list[torch.optim.Optimizer]  # AdamW, then Muon with --optimizer muon
-        self.scaler: torch.amp.GradScaler
-        self.batches: Batches
-        self.writer: CheckpointWriter
+        self.writer = CheckpointWriter()
         self.log: runlog.TextLog
         self.metrics: runlog.MetricsCSV
 
@@ -197,41 +146,17 @@ class Trainer:
     def _start_afresh(self) -> None:
         """The loop's state before a run: step 0 (until a checkpoint says otherwise), no stop asked."""
         self.state = LoopState.fresh(max(0, self.cfg.log_every))  # before validate(), log_every may be anything
-        self.interval = [0, 0.0]  # tokens and training seconds since the last log row
         self.stop_requests = StopRequests()
         self.stop_asked = False  # under torchrun: whether any process was asked to stop during this step
 
     def _setup(self) -> None:
-        cfg, run_dir = self.cfg, self.run_dir
-        cfg.validate()
+        self.cfg.validate()
         self._start_afresh()  # a second run() of this Trainer starts from the checkpoint again
-        self.device, self.group = join_devices(cfg.device)
-        self.events.speaks = self.group.is_main  # one process speaks for the group
-        self.tokens_per_step = cfg.tokens_per_step * self.group.world_size
-        self.amp, self.amp_reason = amp_decision(cfg.amp, self.device)
-        self.tokens = load_corpus(cfg)
-        ckpt = resume.checkpoint_to_resume(cfg, run_dir)
-        # rank 0 writes the run directory for the group; the other processes' writes do nothing
-        self.run_dir = run_dir = RunDir(cfg.out_dir) if self.group.is_main else QuietRunDir(cfg.out_dir)
-        run_dir.prepare(replace=cfg.overwrite)
-        self.group.barrier()
-        self.backends = configure_backends(self.device)
-        self.writer = CheckpointWriter()
-        self.raw_model = build_model(cfg, self.device, self.group, ckpt, run_dir.last)
-        self.optimizers = make_optimizers(self.raw_model, cfg)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
-        self.batches = Batches(
-            self.tokens, cfg.batch_size, cfg.seq_len, self.device, cfg.seed, cfg.sampling, self.group.rank,
-            self.group.world_size, aligned_after_passes=cfg.aligned_after_passes, window_order=cfg.window_order,
-            measured_from_tokens=measured_from_tokens(cfg, self.tokens_per_step),
-        )  # fmt: skip
-        self.model, self.no_sync = wrap_model(self.raw_model, self.group, self.device, cfg.compile)
-        if ckpt is not None:
-            self.state = resume.restore(
-                ckpt, run_dir.last, self.optimizers, self.scaler, self.batches, self.group, self.device, cfg.log_every
-            )
-        self.resumed_from_checkpoint = ckpt is not None
-        self.resume_missing = cfg.resume and ckpt is None
+        self.parts, restored = assemble(self.cfg)
+        self.events.speaks = self.parts.group.is_main  # one process speaks for the group
+        self.run_dir, self.writer = self.parts.run_dir, CheckpointWriter()
+        self.state = restored or self.state
+        self.resumed_from_checkpoint = restored is not None
         self._open_run_files()
 
     def _open_run_files(self) -> None:
@@ -240,14 +165,13 @@ class Trainer:
         self.saved_step = self.state.step
         self.log = self.run_dir.open_log()
         self.metrics = self.run_dir.open_metrics(keep_until_step=self.state.step)
-        previous = self.run_dir.read_run_config() if self.resumed_from_checkpoint else {}
-        self.resumes = previous.get("resumes", [])
-        if self.resumed_from_checkpoint:
-            entry = resume.resume_entry(self.state, self.metrics.dropped, previous, self.cfg, self.command)
-            self.resumes.append(entry)
-            if entry.get("changed"):
-                what = ", ".join(f"{name} {before!r} -> {now!r}" for name, (before, now) in entry["changed"].items())
-                self._say(f"Options changed at this resume (recorded in run_config.json): {what}")
+        resumed = self.resumed_from_checkpoint
+        previous = self.run_dir.read_run_config() if resumed else {}
+        self.resumes, changed = resume.sessions(
+            resumed, self.state, self.metrics.dropped, previous, self.cfg, self.command
+        )
+        if changed:
+            self._say(changed)
         self.run_dir.write_run_config(run_config_record(self, previous))
 
     # ------------------------------------------------------------------ checkpoints, samples, evaluation
@@ -260,19 +184,16 @@ class Trainer:
         last.pt) and rank 0 writes.
         """
         with self.state.timers.phase("checkpoint_s"):
-            state, files = self.state, []
+            state, parts, files = self.state, self.parts, []
             if best is not None:
                 state.best_saved_loss = best[0]  # before the payload of last.pt, which carries it
-                files.append((self.run_dir.best, checkpoint.weights_record(self.raw_model, state.step, *best)))
+                files.append((self.run_dir.best, checkpoint.weights_record(parts.raw_model, state.step, *best)))
                 self._say(f"New best loss {best[0]:.6f} ({best[1]}) at step {state.step}: writing best.pt")
-            rng = resume.rng_state(self.device, self.group)  # every process takes part
+            rng = resume.rng_state(parts.device, parts.group)  # every process takes part
             self.saved_step = state.step
-            if self.group.is_main:
-                last = checkpoint.resume_record(
-                    self.raw_model, self.cfg.to_dict(), self.optimizers, self.scaler, self.batches.state_dict(), rng,
-                    state.to_dict(self.elapsed()),
-                )  # fmt: skip
-                self.writer.submit([*files, (self.run_dir.last, last)])  # the writer snapshots the live tensors
+            if parts.group.is_main:  # the writer snapshots the live tensors
+                last = resume.last_record(parts, self.cfg, rng, state.to_dict(self.elapsed()))
+                self.writer.submit([*files, (self.run_dir.last, last)])
 
     def _checkpoint(self) -> None:
         """Save last.pt; save best.pt when the recent mean loss beats the one best.pt was saved with.
@@ -280,38 +201,31 @@ class Trainer:
         best.pt is judged at checkpoint time, on the mean step loss of the last log_every steps, instead
         of on every new minimum of a single noisy step: a handful of writes per run instead of hundreds.
         """
-        recent = self.state.recent_mean
-        window = len(self.state.recent_losses)
+        recent, window = self.state.recent_mean, len(self.state.recent_losses)
         self._save((recent, f"mean of the last {window} steps") if recent < self.state.best_saved_loss else None)
 
-    def _wait_for_writes(self) -> None:
-        """Block until the checkpoint write in flight is on disk (counted as checkpoint time: training waits)."""
-        with self.state.timers.phase("checkpoint_s"):
-            self.writer.wait()
-
     def _sample(self) -> None:
-        if not self.group.is_main:
+        if not self.parts.group.is_main:
             return
-        cfg, step, texts = self.cfg, self.state.step, []
+        cfg, step, texts, model, amp = self.cfg, self.state.step, [], self.parts.raw_model, self.parts.amp
         with self.state.timers.phase("sample_s"):
             for prompt in cfg.prompts:
-                outputs = generate_text(self.raw_model, prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k,
-                                        seed=cfg.seed + step, num_samples=cfg.num_prompts, amp=self.amp)  # fmt: skip
+                outputs = generate_text(model, prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k,
+                                        seed=cfg.seed + step, num_samples=cfg.num_prompts, amp=amp)  # fmt: skip
                 self.run_dir.append_samples(step, prompt, outputs, cfg.temperature, cfg.top_k)
                 texts += outputs
         self.events.emit("on_sample", step, texts)
 
     def _corpus_loss(self, why: str) -> float:
-        cfg = self.cfg
+        cfg, p = self.cfg, self.parts
         with self.state.timers.phase("eval_s") as lap:
             # the uncompiled model: a pass that runs once would otherwise pay for compiling its shapes
             windows = cfg.batch_size * cfg.grad_accum
-            loss = corpus_loss(self.raw_model, self.tokens, cfg.seq_len, windows, self.device, self.amp, self.group)
-        seconds = lap.seconds
+            loss = corpus_loss(p.raw_model, p.tokens, cfg.seq_len, windows, p.device, p.amp, p.group)
         self.state.record_corpus_loss(loss)
         self._say(
-            f"Full-corpus loss {loss:.6f} at step {self.state.step} ({len(self.tokens) - 1:,} tokens, {seconds:.1f}s); "
-            f"evaluated because {why}"
+            f"Full-corpus loss {loss:.6f} at step {self.state.step} ({len(p.tokens) - 1:,} tokens, "
+            f"{lap.seconds:.1f}s); evaluated because {why}"
         )
         return loss
 
@@ -324,7 +238,7 @@ class Trainer:
             with self.stop_requests:
                 return self._loop()
         except (RuntimeError, OSError) as err:
-            error = user_error(err, self.cfg, self.state.step, self.group, self.saved_step)
+            error = user_error(err, self.cfg, self.state.step, self.parts.group, self.saved_step)
             if error is None:
                 raise
             raise error from None
@@ -332,7 +246,7 @@ class Trainer:
             self.writer.close()  # a write in flight finishes before the process moves on
             self.log.close()
             self.metrics.close()
-            self.group.close()
+            self.parts.group.close()
 
     def _loop(self) -> dict[str, Any]:
         """Step → record → maybe evaluate → the stop decision → maybe log → periodic save and sample → signals."""
@@ -341,13 +255,16 @@ class Trainer:
         start_step = state.step
         self._announce()
         if state.step >= cfg.steps:
+            self._say(
+                f"Already at step {state.step} of {cfg.steps}: nothing to train (pass a larger --steps to extend)."
+            )
             return self._finish("completed", None, None)
         while True:
             step_loss, grad_norm, lr = self._step(first=state.step == start_step)
             state.record(step_loss, cfg.target_loss)
             why = stop_rules.corpus_pass_reason(cfg, state) if math.isfinite(step_loss) else None
             corpus = self._corpus_loss(why) if why else None
-            stop = stop_rules.decide(cfg, state, stop_rules.Seen(step_loss, corpus, self.batches.tokens_seen))
+            stop = stop_rules.decide(cfg, state, stop_rules.Seen(step_loss, corpus, self.parts.batches.tokens_seen))
             if stop is not None and stop.status == "diverged":
                 self._diverge(stop)
             if state.step % cfg.log_every == 0 or stop or corpus is not None:
@@ -368,77 +285,52 @@ class Trainer:
                 return self._finish("interrupted", None, None)
 
     def _announce(self) -> None:
-        cfg, state = self.cfg, self.state
-        if self.resume_missing:
+        cfg, state, p = self.cfg, self.state, self.parts
+        if cfg.resume and not self.resumed_from_checkpoint:
             self._say(f"No checkpoint at {self.run_dir.last}: starting a fresh run.")
         if self.resumed_from_checkpoint:
-            self._say(
-                f"Resumed from {self.run_dir.last} at step {state.step} ({self.batches.tokens_seen:,} tokens seen)."
-            )
-        self._say(start_line(cfg, self.raw_model.num_params(), device_name(self.device), self.amp, self.amp_reason,
-                             len(self.tokens), self.tokens_per_step, self.group.world_size))  # fmt: skip
-        info = {"n_params": self.raw_model.num_params(), "device": device_name(self.device), "amp": self.amp,
-                "start_step": state.step, "steps": cfg.steps, "tokens_in_corpus": len(self.tokens)}  # fmt: skip
-        self.events.emit("on_start", info)
-        if state.step >= cfg.steps:
-            self._say(
-                f"Already at step {state.step} of {cfg.steps}: nothing to train (pass a larger --steps to extend)."
-            )
+            self._say(f"Resumed from {self.run_dir.last} at step {state.step} ({p.batches.tokens_seen:,} tokens seen).")
+        self._say(start_line(cfg, p))
+        self.events.emit("on_start", start_info(cfg, p, state.step))
 
     def _stop_requested(self) -> bool:
         """Ctrl-C or SIGTERM: in one process, as soon as it comes; under torchrun, the group's decision of the step."""
-        return self.stop_asked if self.group.enabled else self.stop_requests.signal is not None
+        return self.stop_asked if self.parts.group.enabled else self.stop_requests.signal is not None
 
     def _step(self, first: bool) -> tuple[float, torch.Tensor | None, float]:
         """One optimizer step, timed: the step loss (fp32, the one host-device sync per step), gradient norm, rate.
 
         The first step of a session counts as warm-up (allocation, compilation), apart from the training time.
         """
-        cfg, state = self.cfg, self.state
-        with state.timers.phase("warmup_s" if first else "train_s") as lap:
-            model, optimizers, scaler, device = self.model, self.optimizers, self.scaler, self.device
-            loss, grad_norm, lr = training_step(
-                model,
-                self.raw_model,
-                optimizers,
-                scaler,
-                self.batches.next,
-                cfg,
-                state.step + 1,
-                device,
-                self.amp,
-                self.no_sync,
-            )
+        cfg, state, p = self.cfg, self.state, self.parts
+        with state.timers.phase("warmup_s" if first else "train_s"):
+            loss, grad_norm, lr = training_step(p.model, p.raw_model, p.optimizers, p.scaler, p.batches.next, cfg,
+                                                state.step + 1, p.device, p.amp, p.no_sync)  # fmt: skip
             state.step += 1
-            if self.group.enabled:  # the mean over the processes, and whether any of them was asked to stop
-                asked = torch.tensor(float(self.stop_requests.signal is not None), device=loss.device)
-                both = self.group.sum(torch.stack([loss.detach().float(), asked]))
-                loss, self.stop_asked = both[0] / self.group.world_size, bool(both[1] > 0)
+            if p.group.enabled:
+                loss, self.stop_asked = mean_over_group(loss, self.stop_requests.signal is not None, p.group)
             step_loss = loss.item()
             self.writer.raise_if_failed()  # a failed background write stops the run here, with its file named
         if not first:
-            state.timers.add("train_tokens", self.tokens_per_step)
-            self.interval[0] += self.tokens_per_step
-            self.interval[1] += lap.seconds
+            state.timers.add("train_tokens", p.tokens_per_step)
         return step_loss, grad_norm, lr
 
     def _log_row(self, step_loss: float, grad_norm: torch.Tensor | None, lr: float, corpus: float | None) -> None:
-        tokens, seconds = self.interval
+        batches = self.parts.batches
         row = {
             "step": self.state.step, "loss": step_loss, "lr": lr,
-            "grad_norm": grad_norm.item() if grad_norm is not None else None, "tokens_seen": self.batches.tokens_seen,
-            "epoch": self.batches.epochs, "tok_per_s": tokens / seconds if seconds > 0 else float("nan"),
+            "grad_norm": grad_norm.item() if grad_norm is not None else None, "tokens_seen": batches.tokens_seen,
+            "epoch": batches.epochs, "tok_per_s": self.state.timers.rate(),
             "elapsed_s": self.elapsed(), "corpus_loss": corpus,
         }  # fmt: skip
         self.metrics.write(row)
         self.events.emit("on_log", row)
         self._say(runlog.step_line(row, self.cfg.steps))
-        self.interval = [0, 0.0]
 
     def _end(self, stop: stop_rules.Stop, corpus: float | None) -> dict[str, Any]:
         """The run ends here: at the target (best.pt with the weights that reached it, both losses measured) or
         after its last step."""
-        self._say(f"{stop.message} ({self.batches.tokens_seen:,} tokens, {self.elapsed():.1f}s)")
+        self._say(f"{stop.message} ({self.parts.batches.tokens_seen:,} tokens, {self.elapsed():.1f}s)")
         reached = stop.status == "target_reached"
         if reached:
             self._save(best=(stop.value, f"target reached by {stop.what}"))
@@ -460,18 +352,15 @@ class Trainer:
         raise UserError(message)
 
     def _finish(self, status: str, stop: stop_rules.Stop | None, corpus: float | None) -> dict[str, Any]:
-        self._wait_for_writes()  # the summary is written once the checkpoints it describes are on disk
+        with self.state.timers.phase("checkpoint_s"):  # the summary describes checkpoints on disk: wait for them
+            self.writer.wait()
         summary = summary_record(self, status, stop, corpus)
         self.run_dir.write_summary(summary)
-        elapsed, held = summary["wall_time_s"], self.state.timers["checkpoint_s"]
-        self._say(
-            f"Checkpoints: {held:.1f}s of training held up ({100 * held / elapsed if elapsed > 0 else 0.0:.1f}% of "
-            f"{elapsed:.1f}s wall time); {self.writer.write_seconds:.1f}s of writing in the background"
-        )
+        self._say(checkpoint_time_line(summary))
         if status in ("completed", "target_reached"):
             self._say("Training complete.")
         self.events.emit("on_end", summary)
-        self.group.barrier()  # no process exits (torchrun would stop the others) before rank 0 has written
+        self.parts.group.barrier()  # no process exits (torchrun would stop the others) before rank 0 has written
         return summary
 
 
@@ -532,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(cfg, command=shlex.join(["python", "-m", "nanogpt_lib.train", *argv]))
     _console_callbacks(trainer, cfg)
     summary = trainer.run()
-    group = trainer.group
+    group = trainer.parts.group
     if summary["status"] == "interrupted":
         if group.is_main:
             print(f"Interrupted; continue with: {continue_command(argv, cfg, group)}", file=sys.stderr)
