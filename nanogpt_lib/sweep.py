@@ -3,15 +3,15 @@
     python -m nanogpt_lib.sweep --plan params/sweep_cpu.yaml --corpus_chars 32768 --token_cap 250000 \\
         --out results/sweep_cpu.md
 
-The plan is a YAML (or JSON) file: ``base`` holds training options shared by every trial (``TrainConfig``
-names), ``trials`` a list of named overrides. Each trial re-initialises the same model (compiled once with
-``--compile``: a new batch shape compiles once more, nothing else does), trains with a fresh optimizer and data
-order until the full-corpus loss is at or below ``target_loss``, or until ``--token_cap`` tokens or ``--time_cap_s``
-seconds of training. After every trial the whole table is rewritten, so a sweep cut off half-way still leaves
-its finished rows. ``--best`` writes the options of the trial that reached the target in the fewest tokens with
-its loss half a window off the measured cut below ``MID_PHASE_FACTOR`` x the target (a model that learned the
-text, not only the measured windows) as a parameter file for ``papermill -f`` and
-``python -m nanogpt_lib.train --config``.
+The plan is a YAML (or JSON) file: ``base`` holds training options shared by every trial (``TrainConfig`` names),
+``trials`` a list of named overrides. Each trial re-initialises the same model (compiled once with ``--compile``: a
+new batch shape compiles once more, nothing else does), trains with a fresh optimizer and data order until the full-
+corpus loss is at or below ``target_loss``, or until ``--token_cap`` tokens or ``--time_cap_s`` seconds of training.
+After every trial the records (``--json``) and the table drawn from them are rewritten, so a sweep cut off half-way
+still leaves its finished trials, and ``--resume`` runs only the others. ``--best`` writes the options of the trial
+that reached the target in the fewest tokens with its loss half a window off the measured cut below
+``MID_PHASE_FACTOR`` x the target (a model that learned the text, not only the measured windows) as a parameter file
+for ``papermill -f`` and ``python -m nanogpt_lib.train --config``.
 """
 
 from __future__ import annotations
@@ -204,32 +204,6 @@ def corpus_slice(path: str, chars: int) -> tuple[np.ndarray, str]:
     return ids, f"the first {len(text):,} characters of {path} ({len(ids):,} tokens)"
 
 
-def finished_rows(table: Path, names: list[str]) -> dict[str, str]:
-    """The rows of an earlier sweep's table, by trial name, for the trials named (none if there is no table)."""
-    if not table.is_file():
-        return {}
-    rows = {}
-    for line in table.read_text(encoding="utf-8").splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and cells[0] in names:
-            rows[cells[0]] = line
-    return rows
-
-
-def _cell(row: str, column: str) -> str:
-    return [c.strip() for c in row.strip().strip("|").split("|")][COLUMNS.index(column)]
-
-
-def kept_result(row: str) -> tuple[tuple[int, int, float, float] | None, float | None]:
-    """A table row's full-corpus crossing (step, tokens, seconds, loss) or None, and its loss at phase seq_len/2."""
-    cell, mid = _cell(row, "full-corpus crossing (step, tokens, s, loss)"), _cell(row, "loss at phase seq_len/2")
-    crossing = None
-    if cell != "–":
-        step, tokens, seconds, loss = cell.split(", ")  # thousands separators carry no space
-        crossing = int(step), int(tokens.replace(",", "")), float(seconds), float(loss)
-    return crossing, (None if mid == "–" else float(mid))
-
-
 def better(crossing, mid_loss: float | None, target: float, best: tuple[int, str] | None) -> bool:
     """Whether a trial crossed in fewer tokens than ``best`` (tokens, name) and knows the text at other cuts too."""
     if crossing is None or mid_loss is None or not mid_loss < MID_PHASE_FACTOR * target:
@@ -252,8 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--json",
-        help="also write every trial of this sweep as JSON here (options, crossings, full-corpus loss at the end), "
-        "for scripts that pick a recipe",
+        help="the sweep's records: every trial as JSON (options, corpus, caps, crossings, losses at the end), from "
+        "which the table is drawn and --resume continues (default: --out with the suffix .json)",
     )
     p.add_argument("--token_cap", type=int, default=8_000_000, help="stop a trial after this many tokens (default: 8M)")
     p.add_argument("--time_cap_s", type=float, default=60.0, help="stop a trial after this much training (default: 60)")
@@ -268,8 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="keep the rows of trials already in --out (a sweep that was stopped, or a plan that gained trials) "
-        "and run only the others",
+        help="keep the trials already in the --json records with the options the plan gives them now (a sweep that "
+        "was stopped, or a plan that gained trials) and run only the others",
     )
     return p
 
@@ -315,21 +289,26 @@ def table_header(
     ]
 
 
-def kept_rows(args: argparse.Namespace, out: Path, header: list[str], names: list[str]) -> dict[str, str]:
-    """With ``--resume``: the rows of ``out`` already finished, when its corpus and caps are this command's."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create {out.parent}: {err.strerror}") from None
-    if not (args.resume and out.is_file()):
+def kept_records(args: argparse.Namespace, json_path: Path, trials: list[dict[str, Any]], base: dict[str, Any],
+                 corpus: str) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """With ``--resume``: the records of ``json_path`` for trials of the plan that already ran with the options the
+    plan gives them now, on this corpus and with these caps (a trial whose options changed runs again)."""
+    if not (args.resume and json_path.is_file()):
         return {}
-    caps = next(line for line in header if line.startswith("- each trial:"))
-    if caps not in out.read_text(encoding="utf-8").splitlines():
+    records = read_json_records(json_path)
+    conditions = {"corpus": corpus, "token_cap": args.token_cap, "time_cap_s": args.time_cap_s}
+    if any({k: r.get(k) for k in conditions} != conditions for r in records):
         raise UserError(
-            f"{out} holds trials run on another corpus or with other caps than this command's; drop --resume to "
-            f"run them all again, or write to another --out"
+            f"{json_path} holds trials run on another corpus or with other caps than this command's (or that do not "
+            f"record them); drop --resume to run them all again, or write to another --out"
         )
-    return finished_rows(out, names)
+    wanted = {t["name"]: trial_options(base, t) for t in trials}
+    return {r["trial"]: r for r in records if wanted.get(r["trial"]) == r.get("options")}
+
+
+def trial_options(base: dict[str, Any], trial: dict[str, Any]) -> dict[str, Any]:
+    """A trial's training options: the plan's base, with the trial's own on top."""
+    return {**base, **{k: v for k, v in trial.items() if k != "name"}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,42 +326,40 @@ def main(argv: list[str] | None = None) -> int:
     model = GPT(model_config(first.model, first.dropout)).to(device)
     runner = torch.compile(model) if args.compile else model
     out = Path(args.out)
+    json_path = Path(args.json) if args.json else out.with_suffix(".json")
     header = table_header(args, argv, device_name(device), first, model.num_params(), amp, corpus)
-    done = kept_rows(args, out, header, [t["name"] for t in trials])
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create {err.filename}: {err.strerror}") from None
+    kept = kept_records(args, json_path, trials, base, corpus)
     rows: list[str] = []
     records: list[dict[str, Any]] = []
-    kept_records = {r["trial"]: r for r in read_json_records(Path(args.json))} if args.json and done else {}
     best: tuple[int, str] | None = None
     for trial in trials:
-        options = {**base, **{k: v for k, v in trial.items() if k != "name"}}
-        if trial["name"] in done:  # finished by an earlier sweep of this plan into the same table
-            rows.append(done[trial["name"]])
-            print(f"{rows[-1]} (kept from {out})", flush=True)
-            if trial["name"] in kept_records:  # the JSON of an earlier sweep keeps its trials too
-                records.append(kept_records[trial["name"]])
-            crossing, mid_loss = kept_result(rows[-1])
-            if better(crossing, mid_loss, first.target_loss, best):
-                best = (crossing[1], trial["name"])
-                if args.best:
-                    write_best(Path(args.best), {**options, "stop_on": "corpus"}, {"corpus_cross": crossing},
-                               trial["name"])  # fmt: skip
-            continue
+        name, options = trial["name"], trial_options(base, trial)
         cfg = TrainConfig.from_dict(options)
-        try:
-            row = run_trial(model, runner, tokens, cfg, device, amp, args.token_cap, args.time_cap_s)
-        except torch.OutOfMemoryError:  # one trial's batch too large for this card: the others still run
-            row = out_of_memory_row(device)
-        rows.append(_fmt_row(trial["name"], cfg, row))
-        write_table(out, header, rows)
-        if args.json:
-            records.append({"trial": trial["name"], "options": options, **row})
-            runlog.write_json(Path(args.json), records)
+        if name in kept:  # finished by an earlier sweep with these options, corpus and caps
+            record = kept[name]
+            print(f"trial {name!r}: kept from {json_path}", flush=True)
+        else:
+            try:
+                row = run_trial(model, runner, tokens, cfg, device, amp, args.token_cap, args.time_cap_s)
+            except torch.OutOfMemoryError:  # one trial's batch too large for this card: the others still run
+                row = out_of_memory_row(device)
+            record = {"trial": name, "options": options, "corpus": corpus, "token_cap": args.token_cap,
+                      "time_cap_s": args.time_cap_s, **row}  # fmt: skip
+        records.append(record)
+        rows.append(_fmt_row(name, cfg, record))
+        write_table(out, header, rows)  # the table is drawn from the records, rewritten after every trial
+        runlog.write_json(json_path, records)
         print(rows[-1], flush=True)
-        if better(row["corpus_cross"], row.get("mid_phase_loss"), cfg.target_loss, best):
-            best = (row["corpus_cross"][1], trial["name"])
+        if better(record["corpus_cross"], record.get("mid_phase_loss"), cfg.target_loss, best):
+            best = (record["corpus_cross"][1], name)
             if args.best:  # written at once: a sweep cut off later still leaves its best recipe so far
-                write_best(Path(args.best), {**options, "stop_on": "corpus"}, row, trial["name"])
-                print(f"best so far: trial {trial['name']!r} -> {args.best}", file=sys.stderr)
+                write_best(Path(args.best), {**options, "stop_on": "corpus"}, record, name)
+                print(f"best so far: trial {name!r} -> {args.best}", file=sys.stderr)
     if best is None:
         print(
             f"no trial reached the target with its loss at phase seq_len/2 below {MID_PHASE_FACTOR:g} x the target"

@@ -105,7 +105,14 @@ def test_a_resumed_sweep_keeps_finished_rows_and_runs_the_rest(small_corpus: Pat
     lines = out.read_text().splitlines()
     assert row_a in lines and sum(line.startswith("| b |") for line in lines) == 1
     assert [r["trial"] for r in json.loads(records.read_text())] == ["a", "b"]  # the kept trial stays in the JSON
-    assert "(kept from" in capsys.readouterr().out
+    assert "trial 'a': kept from" in capsys.readouterr().out
+    # a trial whose options changed in the plan runs again; the others are kept
+    changed = write_plan(tmp_path / "plan.yaml", small_corpus, [{"name": "a", "lr": 3e-6}, {"name": "b", "lr": 2e-6}])
+    assert run_cli(sweep.main, ["--plan", str(changed), *common, "--resume", "--json", str(records)]) == 0
+    printed = capsys.readouterr().out
+    assert "trial 'a': kept" not in printed and "trial 'b': kept" in printed
+    assert json.loads(records.read_text())[0]["options"]["lr"] == 3e-6
+    row_a = next(line for line in out.read_text().splitlines() if line.startswith("| a |"))
     # rows run with other caps are not mixed with new ones
     assert run_cli(sweep.main, ["--plan", str(grown), *common[:-4], "--token_cap", "512", "--device", "cpu",
                                 "--resume"]) == EXIT_USER_ERROR  # fmt: skip
@@ -117,8 +124,7 @@ def test_a_resumed_sweep_still_names_the_best_recipe_among_kept_rows(small_corpu
     plan = write_plan(tmp_path / "plan.yaml", small_corpus, [{"name": "a"}])
     common = ["--plan", str(plan), "--out", str(out), "--token_cap", "3000", "--device", "cpu"]
     assert run_cli(sweep.main, common) == 0
-    row = next(line for line in out.read_text().splitlines() if line.startswith("| a |"))
-    crossing, mid_loss = sweep.kept_result(row)
-    assert crossing is not None and crossing[3] <= 10.6 and mid_loss is not None
+    (record,) = json.loads(out.with_suffix(".json").read_text())  # the records beside the table, by default
+    assert record["corpus_cross"] is not None and record["corpus_cross"][3] <= 10.6 and record["mid_phase_loss"]
     assert run_cli(sweep.main, [*common, "--resume", "--best", str(best)]) == 0  # nothing runs again
     assert yaml.safe_load(best.read_text())["stop_on"] == "corpus" and "trial 'a'" in best.read_text()
