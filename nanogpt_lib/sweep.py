@@ -5,11 +5,11 @@
 
 The plan is a YAML (or JSON) file: ``base`` holds training options shared by every trial (``TrainConfig`` names),
 ``trials`` a list of named overrides. Each trial re-initialises the same model (compiled once with ``--compile``: a
-new batch shape compiles once more, nothing else does), trains with a fresh optimizer and data order until the full-
-corpus loss is at or below ``target_loss``, or until ``--token_cap`` tokens or ``--time_cap_s`` seconds of training.
-After every trial the records (``--json``) and the table drawn from them are rewritten, so a sweep cut off half-way
-still leaves its finished trials, and ``--resume`` runs only the others. ``--best`` writes the options of the trial
-that reached the target in the fewest tokens with its loss half a window off the measured cut below
+new batch shape compiles once more, nothing else does), trains with a fresh optimizer and data order until the
+full-corpus loss is at or below ``target_loss``, or until ``--token_cap`` tokens or ``--time_cap_s`` seconds of
+training. After every trial the records (``--json``) and the table drawn from them are rewritten, so a sweep cut off
+half-way still leaves its finished trials, and ``--resume`` runs only the others. ``--best`` writes the options of
+the trial that reached the target in the fewest tokens with its loss half a window off the measured cut below
 ``MID_PHASE_FACTOR`` x the target (a model that learned the text, not only the measured windows) as a parameter file
 for ``papermill -f`` and ``python -m nanogpt_lib.train --config``.
 """
