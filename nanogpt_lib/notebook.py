@@ -103,8 +103,9 @@ class LiveProgress:
 
     def on_start(self, info: dict) -> None:
         self.info = info
-        self.plot_handle = display({"text/plain": "(the loss plot appears after the first log step)"}, raw=True,
-                                   display_id=True)  # fmt: skip
+        self.plot_handle = display(
+            {"text/plain": "(the loss plot appears after the first log step)"}, raw=True, display_id=True
+        )
         self.status_handle = display({"text/plain": "starting..."}, raw=True, display_id=True)
         if self.progress_bar:  # a text bar: a widget bar makes JupyterLab show the kernel as idle while it trains
             self.bar = tqdm(total=info["steps"], initial=info["start_step"], unit="step", file=sys.stdout)

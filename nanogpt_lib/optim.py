@@ -97,6 +97,8 @@ def describe(optimizers: list[torch.optim.Optimizer]) -> str:
     for optimizer in optimizers:
         count = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
         fused = f", fused={optimizer.defaults.get('fused')}" if isinstance(optimizer, torch.optim.AdamW) else ""
-        parts.append(f"{type(optimizer).__name__} (peak lr {optimizer.param_groups[0]['peak_lr']:g}{fused}; "
-                     f"{count:,} parameters)")  # fmt: skip
+        parts.append(
+            f"{type(optimizer).__name__} (peak lr {optimizer.param_groups[0]['peak_lr']:g}{fused}; "
+            f"{count:,} parameters)"
+        )
     return " + ".join(parts)

@@ -121,8 +121,22 @@ def assemble(cfg: TrainConfig) -> tuple[Parts, LoopState | None]:
         measured_from_tokens=measured_from_tokens(cfg, tokens_per_step),
     )  # fmt: skip
     model, no_sync = wrap_model(raw_model, group, device, cfg.compile)
-    parts = Parts(device, group, amp, amp_reason, backends, tokens, tokens_per_step, raw_model, model, no_sync,
-                  optimizers, scaler, batches, run_dir)  # fmt: skip
+    parts = Parts(
+        device=device,
+        group=group,
+        amp=amp,
+        amp_reason=amp_reason,
+        backends=backends,
+        tokens=tokens,
+        tokens_per_step=tokens_per_step,
+        raw_model=raw_model,
+        model=model,
+        no_sync=no_sync,
+        optimizers=optimizers,
+        scaler=scaler,
+        batches=batches,
+        run_dir=run_dir,
+    )
     if ckpt is None:
         return parts, None
     state = resume.restore(ckpt, run_dir.last, optimizers, scaler, batches, group, device, cfg.log_every)

@@ -22,8 +22,13 @@ def loss_figure(rows: list[dict], target: float, title: str, size: tuple[float, 
     """
     fig = Figure(figsize=size, dpi=120)
     ax = fig.subplots()
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1.2, color="tab:blue",
-            label="training loss (step mean)")  # fmt: skip
+    ax.plot(
+        [r["step"] for r in rows],
+        [r["loss"] for r in rows],
+        lw=1.2,
+        color="tab:blue",
+        label="training loss (step mean)",
+    )
     corpus = [(r["step"], r["corpus_loss"]) for r in rows if r.get("corpus_loss") is not None]
     if corpus:
         ax.plot(*zip(*corpus, strict=True), "o", color="tab:green", ms=5, label="full-corpus loss")

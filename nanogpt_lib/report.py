@@ -167,8 +167,10 @@ def summary_block(run: Run, others: Sequence[tuple[str, ...]] = (), peers: Seque
 
 
 # summary.json's "stop" as summaries written before it was recorded would have said it: (what, the value's key)
-OLDER_STOPS = {"full_corpus_loss": ("the full-corpus loss", "full_corpus_loss"), "step_loss": ("one step's loss",
-               "target_step_loss")}  # fmt: skip
+OLDER_STOPS = {
+    "full_corpus_loss": ("the full-corpus loss", "full_corpus_loss"),
+    "step_loss": ("one step's loss", "target_step_loss"),
+}
 
 
 def stop_of(summary: dict[str, Any]) -> dict[str, Any] | None:

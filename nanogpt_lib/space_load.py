@@ -83,8 +83,14 @@ def free_port() -> int:
 def start_app(model_dir: Path, log: Path, limit_s: float = 180) -> tuple[subprocess.Popen, str]:
     """``space/app.py`` on a free loopback port, as a user starts it; (process, URL) once it answers."""
     port = free_port()
-    env = {**os.environ, "MODEL_DIR": str(model_dir), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "MODEL_DIR": str(model_dir),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "PYTHONUNBUFFERED": "1",
+    }
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, str(APP)], env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

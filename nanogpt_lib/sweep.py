@@ -122,8 +122,14 @@ def run_trial(
     if stop.status == "target_reached":
         row["corpus_cross"] = (state.step, batches.tokens_seen, timers["train_s"], corpus)
     result = "target reached" if stop.status == "target_reached" else stop.message
-    row.update(steps=state.step, tokens=batches.tokens_seen, train_s=timers["train_s"], warmup_s=timers["warmup_s"],
-               result=result, passes=batches.tokens_seen / len(tokens))  # fmt: skip
+    row.update(
+        steps=state.step,
+        tokens=batches.tokens_seen,
+        train_s=timers["train_s"],
+        warmup_s=timers["warmup_s"],
+        result=result,
+        passes=batches.tokens_seen / len(tokens),
+    )
     with timers.phase("eval_s"):
         # where a trial stopped short of the target: comparable across trials of equal tokens
         row["final_loss"] = corpus if row["corpus_cross"] else measure(tokens)
@@ -168,9 +174,7 @@ def schedule_label(cfg: TrainConfig) -> str:
 
 
 def write_table(path: Path, header: list[str], rows: list[str]) -> None:
-    text = "\n".join(
-        [*header, "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS), *rows]
-    ) + "\n"  # fmt: skip
+    text = "\n".join([*header, "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS), *rows]) + "\n"
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
@@ -289,8 +293,9 @@ def table_header(
     ]
 
 
-def kept_records(args: argparse.Namespace, json_path: Path, trials: list[dict[str, Any]], base: dict[str, Any],
-                 corpus: str) -> dict[str, dict[str, Any]]:  # fmt: skip
+def kept_records(
+    args: argparse.Namespace, json_path: Path, trials: list[dict[str, Any]], base: dict[str, Any], corpus: str
+) -> dict[str, dict[str, Any]]:
     """With ``--resume``: the records of ``json_path`` for trials of the plan that already ran with the options the
     plan gives them now, on this corpus and with these caps (a trial whose options changed runs again)."""
     if not (args.resume and json_path.is_file()):
@@ -334,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         raise UserError(f"cannot create {err.filename}: {err.strerror}") from None
     kept = kept_records(args, json_path, trials, base, corpus)
+    caps = {"token_cap": args.token_cap, "time_cap_s": args.time_cap_s}  # each record names its corpus and caps
     rows: list[str] = []
     records: list[dict[str, Any]] = []
     best: tuple[int, str] | None = None
@@ -348,8 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = run_trial(model, runner, tokens, cfg, device, amp, args.token_cap, args.time_cap_s)
             except torch.OutOfMemoryError:  # one trial's batch too large for this card: the others still run
                 row = out_of_memory_row(device)
-            record = {"trial": name, "options": options, "corpus": corpus, "token_cap": args.token_cap,
-                      "time_cap_s": args.time_cap_s, **row}  # fmt: skip
+            record = {"trial": name, "options": options, "corpus": corpus, **caps, **row}
         records.append(record)
         rows.append(_fmt_row(name, cfg, record))
         write_table(out, header, rows)  # the table is drawn from the records, rewritten after every trial

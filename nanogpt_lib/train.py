@@ -79,9 +79,13 @@ def start_line(cfg: TrainConfig, parts: Parts) -> str:
 def start_info(cfg: TrainConfig, parts: Parts, start_step: int) -> dict[str, Any]:
     """What the ``on_start`` event passes (events.py)."""
     return {
-        "n_params": parts.raw_model.num_params(), "device": device_name(parts.device), "amp": parts.amp,
-        "start_step": start_step, "steps": cfg.steps, "tokens_in_corpus": len(parts.tokens),
-    }  # fmt: skip
+        "n_params": parts.raw_model.num_params(),
+        "device": device_name(parts.device),
+        "amp": parts.amp,
+        "start_step": start_step,
+        "steps": cfg.steps,
+        "tokens_in_corpus": len(parts.tokens),
+    }
 
 
 def checkpoint_time_line(summary: dict[str, Any]) -> str:
