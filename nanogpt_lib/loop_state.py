@@ -28,7 +28,7 @@ class Timers:
     def __init__(self) -> None:
         self.totals: dict[str, float] = dict.fromkeys(TIMERS, 0.0)
         self.session_start = time.perf_counter()
-        self.mark = (0.0, 0.0)  # training tokens and seconds when rate() was last asked
+        self.mark = (0.0, 0.0)  # training tokens and seconds at the last log row
 
     def __getitem__(self, name: str) -> float:
         return self.totals[name]
@@ -52,8 +52,9 @@ class Timers:
         self.session_start = time.perf_counter()
         self.mark = (self.totals["train_tokens"], self.totals["train_s"])
 
-    def rate(self) -> float:
-        """Training tokens per second since the last call (or the session's start): what a log row reports."""
+    def rate_since_last_row(self) -> float:
+        """Training tokens per second since the last log row (or the session's start), for the log row being
+        written: each call starts the next interval, so only the log row calls it."""
         tokens, seconds = self.totals["train_tokens"] - self.mark[0], self.totals["train_s"] - self.mark[1]
         self.mark = (self.totals["train_tokens"], self.totals["train_s"])
         return tokens / seconds if seconds > 0 else float("nan")

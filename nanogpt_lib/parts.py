@@ -27,7 +27,7 @@ from .loop_state import LoopState
 from .model import GPT, model_config
 from .optim import make_optimizers
 from .rundir import QuietRunDir, RunDir
-from .step import measured_from_tokens
+from .step import measured_from_tokens, training_step
 from .tokenizer import encode_file, get_tokenizer
 
 
@@ -49,6 +49,13 @@ class Parts:
     scaler: torch.amp.GradScaler  # scales fp16 losses; does nothing otherwise
     batches: Batches
     run_dir: RunDir  # a QuietRunDir, which writes nothing, on processes other than rank 0
+
+    def train_step(self, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """Optimizer step ``step`` (1-based) with these parts: ``step.training_step``."""
+        return training_step(
+            self.model, self.raw_model, self.optimizers, self.scaler, self.batches.next, cfg, step, self.device,
+            self.amp, self.no_sync,
+        )  # fmt: skip
 
 
 def join_devices(device_name_or_auto: str) -> tuple[torch.device, distributed.Group]:

@@ -294,21 +294,40 @@ def table_header(
 
 
 def kept_records(
-    args: argparse.Namespace, json_path: Path, trials: list[dict[str, Any]], base: dict[str, Any], corpus: str
-) -> dict[str, dict[str, Any]]:
-    """With ``--resume``: the records of ``json_path`` for trials of the plan that already ran with the options the
-    plan gives them now, on this corpus and with these caps (a trial whose options changed runs again)."""
-    if not (args.resume and json_path.is_file()):
+    args: argparse.Namespace, out: Path, json_path: Path, caps_line: str, trials: list[dict[str, Any]],
+    base: dict[str, Any], corpus: str,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """With ``--resume``: the records of ``json_path`` for trials of the plan that already ran with the settings the
+    plan gives them now, on this corpus and with these caps (a trial whose settings changed runs again).
+
+    Records from before they named their corpus and caps count when the table beside them names this command's
+    (``caps_line``, the line of its header that says what stops each trial)."""
+    if not args.resume or not (out.is_file() or json_path.is_file()):
         return {}
     records = read_json_records(json_path)
-    conditions = {"corpus": corpus, "token_cap": args.token_cap, "time_cap_s": args.time_cap_s}
-    if any({k: r.get(k) for k in conditions} != conditions for r in records):
+    if not records:
         raise UserError(
-            f"{json_path} holds trials run on another corpus or with other caps than this command's (or that do not "
-            f"record them); drop --resume to run them all again, or write to another --out"
+            f"--resume needs the sweep's records, and {json_path} is missing, unreadable or empty; pass --json with "
+            f"the file the sweep wrote, or drop --resume to run every trial again"
         )
-    wanted = {t["name"]: trial_options(base, t) for t in trials}
-    return {r["trial"]: r for r in records if wanted.get(r["trial"]) == r.get("options")}
+    conditions = {"corpus": corpus, "token_cap": args.token_cap, "time_cap_s": args.time_cap_s}
+    same_table = out.is_file() and caps_line in out.read_text(encoding="utf-8").splitlines()
+    if not all({k: r.get(k) for k in conditions} == conditions if "corpus" in r else same_table for r in records):
+        raise UserError(
+            f"{json_path} holds trials run on another corpus or with other caps than this command's; drop --resume to "
+            f"run them all again, or write to another --out"
+        )
+    wanted = {t["name"]: settings(trial_options(base, t)) for t in trials}
+    return {r["trial"]: r for r in records if r["trial"] in wanted and wanted[r["trial"]] == settings(r.get("options"))}
+
+
+def settings(options: Any) -> dict[str, Any] | None:
+    """What a trial trains with: its options with every default filled in (None when they are no valid options), so
+    that an option moved to the plan's base, or a default spelt out, is the same trial."""
+    try:
+        return TrainConfig.from_dict(options).to_dict()
+    except (UserError, TypeError, AttributeError):
+        return None
 
 
 def trial_options(base: dict[str, Any], trial: dict[str, Any]) -> dict[str, Any]:
@@ -332,13 +351,16 @@ def main(argv: list[str] | None = None) -> int:
     runner = torch.compile(model) if args.compile else model
     out = Path(args.out)
     json_path = Path(args.json) if args.json else out.with_suffix(".json")
+    if json_path.resolve() == out.resolve():
+        raise UserError(f"--json and --out are the same file ({out}); give the records a name of their own")
     header = table_header(args, argv, device_name(device), first, model.num_params(), amp, corpus)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         json_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot create {err.filename}: {err.strerror}") from None
-    kept = kept_records(args, json_path, trials, base, corpus)
+    caps_line = next(line for line in header if line.startswith("- each trial:"))
+    kept = kept_records(args, out, json_path, caps_line, trials, base, corpus)
     caps = {"token_cap": args.token_cap, "time_cap_s": args.time_cap_s}  # each record names its corpus and caps
     rows: list[str] = []
     records: list[dict[str, Any]] = []

@@ -38,7 +38,7 @@ from .parts import Parts, assemble
 from .records import run_config_record, summary_record
 from .rundir import RunDir
 from .sample import generate_text
-from .step import mean_over_group, training_step
+from .step import mean_over_group
 
 
 def out_of_memory_advice(cfg: TrainConfig, step: int) -> str:
@@ -129,7 +129,7 @@ class Trainer:
         self.resumes: list[dict[str, Any]] = []  # one entry per session that continued this run
         self.resumed_from_checkpoint = False
         self.saved_step = 0  # the step last.pt holds (or is being written with)
-        self.writer = CheckpointWriter()
+        self.writer: CheckpointWriter  # writes checkpoints in the background; one per run()
         self.log: runlog.TextLog
         self.metrics: runlog.MetricsCSV
 
@@ -159,7 +159,8 @@ class Trainer:
         self.parts, restored = assemble(self.cfg)
         self.events.speaks = self.parts.group.is_main  # one process speaks for the group
         self.run_dir, self.writer = self.parts.run_dir, CheckpointWriter()
-        self.state = restored or self.state
+        if restored is not None:
+            self.state = restored
         self.resumed_from_checkpoint = restored is not None
         self._open_run_files()
 
@@ -211,7 +212,8 @@ class Trainer:
     def _sample(self) -> None:
         if not self.parts.group.is_main:
             return
-        cfg, step, texts, model, amp = self.cfg, self.state.step, [], self.parts.raw_model, self.parts.amp
+        cfg, step, texts = self.cfg, self.state.step, []
+        model, amp = self.parts.raw_model, self.parts.amp
         with self.state.timers.phase("sample_s"):
             for prompt in cfg.prompts:
                 outputs = generate_text(model, prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k,
@@ -259,9 +261,7 @@ class Trainer:
         start_step = state.step
         self._announce()
         if state.step >= cfg.steps:
-            self._say(
-                f"Already at step {state.step} of {cfg.steps}: nothing to train (pass a larger --steps to extend)."
-            )
+            self._say(f"Already at step {state.step} of {cfg.steps}: nothing to train (pass a larger --steps).")
             return self._finish("completed", None, None)
         while True:
             step_loss, grad_norm, lr = self._step(first=state.step == start_step)
@@ -308,8 +308,7 @@ class Trainer:
         """
         cfg, state, p = self.cfg, self.state, self.parts
         with state.timers.phase("warmup_s" if first else "train_s"):
-            loss, grad_norm, lr = training_step(p.model, p.raw_model, p.optimizers, p.scaler, p.batches.next, cfg,
-                                                state.step + 1, p.device, p.amp, p.no_sync)  # fmt: skip
+            loss, grad_norm, lr = p.train_step(cfg, state.step + 1)
             state.step += 1
             if p.group.enabled:
                 loss, self.stop_asked = mean_over_group(loss, self.stop_requests.signal is not None, p.group)
@@ -324,7 +323,7 @@ class Trainer:
         row = {
             "step": self.state.step, "loss": step_loss, "lr": lr,
             "grad_norm": grad_norm.item() if grad_norm is not None else None, "tokens_seen": batches.tokens_seen,
-            "epoch": batches.epochs, "tok_per_s": self.state.timers.rate(),
+            "epoch": batches.epochs, "tok_per_s": self.state.timers.rate_since_last_row(),
             "elapsed_s": self.elapsed(), "corpus_loss": corpus,
         }  # fmt: skip
         self.metrics.write(row)

@@ -115,16 +115,33 @@ def test_a_resumed_sweep_keeps_finished_rows_and_runs_the_rest(small_corpus: Pat
     row_a = next(line for line in out.read_text().splitlines() if line.startswith("| a |"))
     # rows run with other caps are not mixed with new ones
     assert run_cli(sweep.main, ["--plan", str(grown), *common[:-4], "--token_cap", "512", "--device", "cpu",
-                                "--resume"]) == EXIT_USER_ERROR  # fmt: skip
+                                "--resume", "--json", str(records)]) == EXIT_USER_ERROR  # fmt: skip
     assert "other caps" in capsys.readouterr().err and row_a in out.read_text().splitlines()
+    # records from before they named their corpus and caps: the table beside them vouches for them
+    legacy = [{k: v for k, v in r.items() if k not in ("corpus", "token_cap", "time_cap_s")} for r in
+              json.loads(records.read_text())]  # fmt: skip
+    records.write_text(json.dumps(legacy))
+    assert run_cli(sweep.main, ["--plan", str(changed), *common, "--resume", "--json", str(records)]) == 0
+    assert "trial 'a': kept" in capsys.readouterr().out
+    # a table whose records are gone is not run over: the sweep stops before anything is written
+    records.unlink()
+    table = out.read_text()
+    assert run_cli(sweep.main, ["--plan", str(changed), *common, "--resume", "--json", str(records)]) == EXIT_USER_ERROR
+    assert "needs the sweep's records" in capsys.readouterr().err and out.read_text() == table
+    assert run_cli(sweep.main, ["--plan", str(changed), *common, "--json", str(out)]) == EXIT_USER_ERROR
+    assert "same file" in capsys.readouterr().err and out.read_text() == table
 
 
-def test_a_resumed_sweep_still_names_the_best_recipe_among_kept_rows(small_corpus: Path, tmp_path: Path) -> None:
+def test_a_resumed_sweep_still_names_the_best_recipe_among_kept_rows(
+    small_corpus: Path, tmp_path: Path, capsys
+) -> None:
     out, best = tmp_path / "sweep.md", tmp_path / "best.yaml"
     plan = write_plan(tmp_path / "plan.yaml", small_corpus, [{"name": "a"}])
     common = ["--plan", str(plan), "--out", str(out), "--token_cap", "3000", "--device", "cpu"]
     assert run_cli(sweep.main, common) == 0
     (record,) = json.loads(out.with_suffix(".json").read_text())  # the records beside the table, by default
     assert record["corpus_cross"] is not None and record["corpus_cross"][3] <= 10.6 and record["mid_phase_loss"]
-    assert run_cli(sweep.main, [*common, "--resume", "--best", str(best)]) == 0  # nothing runs again
+    capsys.readouterr()
+    assert run_cli(sweep.main, [*common, "--resume", "--best", str(best)]) == 0
+    assert "trial 'a': kept" in capsys.readouterr().out  # nothing runs again
     assert yaml.safe_load(best.read_text())["stop_on"] == "corpus" and "trial 'a'" in best.read_text()
