@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# On one CUDA GPU, in one go and within a time budget: the real run of notebook 04 (params/gpu-124m.yaml) through
-# papermill, its HTML and report (README blocks and results/<run name>/), the training-step bench against
-# transformers, then the moonshot sweep (params/sweep_h100.yaml) in the time that is left. The most important part
-# comes first, so a budget that runs out costs the least. What it produced is packed into $OUT/results.tgz after
+# On one CUDA GPU, in one go and within a time budget, the parts named by PARTS (default: recipe), in this order:
+# recipe: the recipe sweep (params/sweep_gpu.yaml, every trial on the whole corpus to the target or 800 steps), then
+# the real run of its winner (written to params/gpu-124m-fast.yaml) through notebook 04 into out/<gpu>-fast;
+# run: the real run of the committed GPU recipe (params/gpu-124m.yaml); each real run with its phase table, HTML and
+# report (README blocks and results/<run name>/); bench: the training step against transformers; sweep: the moonshot
+# plan (params/sweep_h100.yaml) in the time that is left. The most important part comes first, so a budget that runs
+# out costs the least. What it produced is packed into $OUT/results.tgz after
 # every part (results/ and README.md), with the full log in $OUT/device.log.
 #
 # For a GPU machine without internet whose Python lacks papermill and nbconvert, first, on a machine with a package
@@ -16,7 +19,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 START=$(date +%s)
 BUDGET_S=${BUDGET_S:-560}  # seconds for all of it; each part gets what is left, the sweep last
-PARTS=${PARTS:-run bench sweep}  # which parts to run, e.g. PARTS=run for the real run, its HTML and report alone
+PARTS=${PARTS:-recipe}  # which parts, in this order: recipe (sweep, then its winner's real run), run (the committed
+# GPU recipe params/gpu-124m.yaml), bench, sweep (the moonshot plan); e.g. PARTS="recipe bench"
 OUT=${OUT:-out/device}
 DEVICE=${DEVICE:-cuda}
 RUN_PARAMS=${RUN_PARAMS:-}
@@ -25,6 +29,10 @@ REFERENCE_BENCH_ARGS=${REFERENCE_BENCH_ARGS:---model gpt2-124m --batch_size 8 --
 REFERENCE_RUN_ARGS=${REFERENCE_RUN_ARGS:-}
 SWEEP_PLAN=${SWEEP_PLAN:-params/sweep_h100.yaml}
 SWEEP_ARGS=${SWEEP_ARGS:---compile --token_cap 8000000 --time_cap_s 25}
+RECIPE_PLAN=${RECIPE_PLAN:-params/sweep_gpu.yaml}  # the recipe sweep; its winner is written to RECIPE_BEST and trained
+RECIPE_BEST=${RECIPE_BEST:-params/gpu-124m-fast.yaml}
+RECIPE_CAP_TOKENS=${RECIPE_CAP_TOKENS:-13107200}  # 800 steps of 16 x 1,024 tokens
+RECIPE_ARGS=${RECIPE_ARGS:---compile --time_cap_s 60}
 mkdir -p "$OUT" out results data
 exec > >(tee "$OUT/device.log") 2>&1
 
@@ -47,27 +55,58 @@ print(next((t.lower() for t in ('H200', 'H100', 'A100', 'L4') if t in name), 'gp
 RUN_DIR=out/${RUN_NAME:-$GPU_TAG-bf16}
 echo "== GPU tag $GPU_TAG, run directory $RUN_DIR"
 
-[[ " $PARTS " == *" run "* ]] && {
-echo "== the real run: notebook 04 through papermill"
-mkdir -p "$RUN_DIR"
+# The real run of a parameter file through notebook 04 (or the CLI if the notebook tools fail), its HTML and the
+# report (README blocks and results/<run name>/):  real_run PARAMS_FILE RUN_DIR
+real_run() {
+local params=$1 run_dir=$2
+echo "== the real run of $params: notebook 04 through papermill, into $run_dir"
+mkdir -p "$run_dir"
 python3 -m ipykernel install --user --name nanogpt-course --display-name "Python (nanogpt-course)" >/dev/null
 timeout "$(upto "${REPORT_RESERVE_S:-120}")" python3 -m papermill notebooks/04_full_training.ipynb \
-  "$RUN_DIR/04_full_training.ipynb" -k nanogpt-course -f params/gpu-124m.yaml -p out_dir "$RUN_DIR" -p resume False -p overwrite True \
+  "$run_dir/04_full_training.ipynb" -k nanogpt-course -f "$params" -p out_dir "$run_dir" -p resume False -p overwrite True \
   -p device "$DEVICE" $RUN_PARAMS --log-output
 rc=$?
 echo "== notebook 04 exit status $rc"
-if [ "$rc" != 124 ] && [ ! -f "$RUN_DIR/summary.json" ]; then  # the notebook tools failed: the run without them
+if [ "$rc" != 124 ] && [ ! -f "$run_dir/summary.json" ]; then  # the notebook tools failed: the run without them
   echo "== no summary.json: the same run through the CLI"
-  timeout "$(upto "${REPORT_RESERVE_S:-120}")" python3 -m nanogpt_lib.train --config params/gpu-124m.yaml --out_dir "$RUN_DIR" \
+  timeout "$(upto "${REPORT_RESERVE_S:-120}")" python3 -m nanogpt_lib.train --config "$params" --out_dir "$run_dir" \
     --device "$DEVICE" --overwrite
 fi
-cp "$RUN_DIR/logs/train.log" "$OUT/train.log" 2>/dev/null
+cp "$run_dir/logs/train.log" "$OUT/$(basename "$run_dir").train.log" 2>/dev/null
+echo "== the full-corpus loss of its last.pt at phases 0, 64, 128, 192 (make phases)"
+timeout "$(upto 60)" python3 -m nanogpt_lib.evaluate --checkpoint "$run_dir/checkpoints/last.pt" \
+  --phases 0,64,128,192 --out "$run_dir/phases.md" --device "$DEVICE"
 
-echo "== HTML, then the report (README blocks and results/$(basename "$RUN_DIR")/)"
-python3 -m nbconvert --to html --template lab "$RUN_DIR/04_full_training.ipynb" --output-dir "$RUN_DIR/html"
-python3 -m papermill notebooks/05_report.ipynb "$RUN_DIR/05_report.ipynb" -k nanogpt-course -p out_dir "$RUN_DIR" \
+echo "== HTML, then the report (README blocks and results/$(basename "$run_dir")/)"
+python3 -m nbconvert --to html --template lab "$run_dir/04_full_training.ipynb" --output-dir "$run_dir/html"
+python3 -m papermill notebooks/05_report.ipynb "$run_dir/05_report.ipynb" -k nanogpt-course -p out_dir "$run_dir" \
   -p readme README.md -p update_readme True
-echo "== report exit status $?"
+rc=$?
+echo "== report exit status $rc"
+if [ "$rc" != 0 ]; then  # e.g. a run short of the target does not replace the README's run: its evidence still counts
+  python3 -m nanogpt_lib.report --out_dir "$run_dir" --evidence_only
+  echo "== evidence only: exit status $?"
+fi
+}
+
+[[ " $PARTS " == *" recipe "* ]] && {
+echo "== the recipe sweep: every trial on the whole corpus until the target or $RECIPE_CAP_TOKENS tokens"
+rm -f "$RECIPE_BEST"
+timeout "$(upto "${RECIPE_RESERVE_S:-200}")" python3 -m nanogpt_lib.sweep --plan "$RECIPE_PLAN" \
+  --out "results/sweep_${GPU_TAG}_recipe.md" --best "$RECIPE_BEST" --device "$DEVICE" --token_cap "$RECIPE_CAP_TOKENS" \
+  $RECIPE_ARGS
+echo "== recipe sweep exit status $?"
+pack recipe
+if [ -f "$RECIPE_BEST" ]; then
+  real_run "$RECIPE_BEST" "out/${GPU_TAG}-fast"
+else
+  echo "== no trial reached the target with a model that knows the text at a mid phase: no real run of a new recipe"
+fi
+pack recipe-run
+}
+
+[[ " $PARTS " == *" run "* ]] && {
+real_run params/gpu-124m.yaml "$RUN_DIR"
 pack report
 }
 
