@@ -6,11 +6,10 @@ rewrites the README blocks between ``<!--AUTO:NAME:START-->`` and ``<!--AUTO:NAM
 SUMMARY, LOGS, METRICS, SAMPLES) and copies the loss curve and the evidence (logs, metrics, samples, summary,
 run config, and the executed notebooks and their HTML where the run directory holds them) into
 ``results/<run name>/`` beside that README, which the blocks link to. The run name is the run directory's
-name unless ``--name`` gives another. The summary's comparison table shows, beside the runs of others, this
-project's runs whose evidence is already in ``results/``. Running it twice changes nothing the second time. A
-README without the markers, or a run directory without metrics, is an error that leaves every file untouched.
-A README may also have RUNS and COMMANDS blocks, its overview: the verdict of every run in ``results/`` and what
-``make sanity`` and ``make test`` took on each kind of machine, drawn from ``results/`` alone.
+name unless ``--name`` gives another. Running it twice changes nothing the second time. A README without the
+markers, or a run directory without metrics, is an error that leaves every file untouched. A README may also have
+RUNS, COMMANDS and COMPARISON blocks, its overview, drawn from ``results/`` alone: the verdict of every run there,
+what ``make sanity`` and ``make test`` took on each kind of machine, and every run there beside the runs of others.
 ``--evidence_only`` copies the evidence and leaves the README's results as they are (for a run still in
 progress), redrawing only its overview.
 """
@@ -25,7 +24,6 @@ import re
 import shutil
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,9 +114,8 @@ def _fmt(value: Any, spec: str = "") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def summary_block(run: Run, others: Sequence[tuple[str, ...]] = (), peers: Sequence[tuple[str, ...]] = ()) -> str:
-    """The run's figures as a table, then the comparison table (``others``: this project's other runs; ``peers``:
-    the runs of others)."""
+def summary_block(run: Run, name: str | None = None) -> str:
+    """The run's figures as a table (its evidence folder results/``name``/ named first, when given)."""
     s, c = run.summary, run.config
     status = {
         "target_reached": f"**target reached** (stopped by {(stop_of(s) or {}).get('what', 'the target')})",
@@ -128,6 +125,7 @@ def summary_block(run: Run, others: Sequence[tuple[str, ...]] = (), peers: Seque
     }.get(s.get("status"), "in progress (no summary.json yet)")
     last = run.metrics[-1]
     rows = [
+        *([("Run", f"[{name}](results/{name}/)")] if name else []),
         ("Status", status),
         ("Target", f"training loss ≤ {run.target_loss}"),
         (
@@ -163,7 +161,7 @@ def summary_block(run: Run, others: Sequence[tuple[str, ...]] = (), peers: Seque
         ("Command", f"`{c.get('command', '?')}`"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return f"| | |\n| --- | --- |\n{table}\n\n{comparison_block(run, others, peers)}"
+    return f"| | |\n| --- | --- |\n{table}"
 
 
 # summary.json's "stop" as summaries written before it was recorded would have said it: (what, the value's key)
@@ -183,6 +181,22 @@ def stop_of(summary: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+FINISHED = ("target_reached", "completed", "diverged")
+
+
+def logged_past_summary(summary: dict[str, Any], last: dict[str, Any]) -> bool:
+    """Whether a run's log went on past its summary.json: resumed after it stopped, and training or cut off since."""
+    return summary.get("status") not in FINISHED and int(last.get("step") or 0) > int(summary.get("steps") or 0)
+
+
+def progress(summary: dict[str, Any], last: dict[str, Any]) -> tuple[int, float | None, float | None]:
+    """Steps, tokens and wall time of a run, all from one source: its summary.json, or its last logged row when the
+    log went on past the summary."""
+    if logged_past_summary(summary, last) or "steps" not in summary:
+        return int(last.get("step") or 0), last.get("tokens_seen"), last.get("elapsed_s")
+    return int(summary["steps"]), summary.get("tokens_seen", last.get("tokens_seen")), summary.get("wall_time_s")
+
+
 def _crossed(summary: dict[str, Any], last: dict[str, Any]) -> str:
     """What ended the run and its value (as summary.json records the stop), or where a run stands that has not
     reached the target: its last logged loss (the mean of the steps since the row before), not one noisy step."""
@@ -193,6 +207,8 @@ def _crossed(summary: dict[str, Any], last: dict[str, Any]) -> str:
         return f"{stop['what'].removeprefix('the ')} ({value:.4f})" if isinstance(value, float) else stop["what"]
     if status in ("completed", "diverged") and stop:
         return f"not reached: stopped by {stop['what']} ({logged})"
+    if logged_past_summary(summary, last):
+        return f"not yet: resumed after its last stop, resumable ({logged})"
     return {
         "interrupted": f"not yet: interrupted, resumable ({logged})",
         "completed": f"not reached in its steps ({logged})",
@@ -229,17 +245,18 @@ def run_row(
         if {"batch_size", "seq_len", "grad_accum"} <= set(batch)
         else _fmt(per_step, ",")
     )
-    tokens = summary.get("tokens_seen", last.get("tokens_seen"))
-    wall = duration(summary.get("wall_time_s", last.get("elapsed_s")))
+    steps, tokens, seconds = progress(summary, last)
+    amp = summary.get("amp") or config.get("amp", "?")
+    wall = duration(seconds)
     resumes = len(config.get("resumes", []))  # run_config.json records each resume as it starts
     if resumes:
         wall += f", {resumes} resume{'s' if resumes > 1 else ''}"
     return (
         label,
         summary.get("device") or config.get("device_name", "?"),
-        summary.get("amp") or config.get("amp", "?"),
+        "fp32" if amp == "off" else amp,
         shape,
-        _fmt(summary.get("steps", int(last.get("step") or 0)), ","),
+        _fmt(steps, ","),
         f"{tokens / 1e6:.2f}M" if tokens else "–",
         wall,
         _crossed(summary, last),
@@ -253,7 +270,7 @@ def project_runs(results: Path, exclude: str | None = None) -> list[tuple[str, .
     rows = []
     for folder, summary, config, last in committed_runs(results):
         if folder.name != exclude:
-            label = f"This project: [{folder.name}](results/{folder.name}/)"
+            label = f"[{folder.name}](results/{folder.name}/)"
             rows.append(run_row(label, summary, config, last, folder / evidence_name("phases")))
     return rows
 
@@ -317,13 +334,17 @@ def runs_block(results: Path) -> str:
     for folder, summary, config, last in committed_runs(results):
         device = summary.get("device") or config.get("device_name", "?")
         amp = summary.get("amp") or config.get("amp", "?")
-        html = [f"[{p.stem[:2]}](results/{folder.name}/{p.name})" for p in sorted(folder.glob("*.html"))]
-        tokens = summary.get("tokens_seen", last.get("tokens_seen"))
+        sessions = len(config.get("resumes", [])) + 1  # notebook 04 shows the session that ran it, the last one
+        html = [
+            f"[{p.stem[:2]}{f' (last of {sessions} sessions)' if p.stem.startswith('04') and sessions > 1 else ''}]"
+            f"(results/{folder.name}/{p.name})"
+            for p in sorted(folder.glob("*.html"))
+        ]
+        steps, tokens, seconds = progress(summary, last)
         lines.append(
             f"| [{folder.name}](results/{folder.name}/) | {device}, {'fp32' if amp in ('off', None) else amp} "
-            f"| {_verdict(summary, last)} | {_fmt(summary.get('steps', int(last.get('step') or 0)), ',')} "
-            f"| {f'{tokens / 1e6:.2f}M' if tokens else '–'} "
-            f"| {duration(summary.get('wall_time_s', last.get('elapsed_s')))} | {' · '.join(html) or '–'} |"
+            f"| {_verdict(summary, last)} | {_fmt(steps, ',')} | {f'{tokens / 1e6:.2f}M' if tokens else '–'} "
+            f"| {duration(seconds)} | {' · '.join(html) or '–'} |"
         )
     return "\n".join(lines)
 
@@ -342,7 +363,7 @@ def tests_record(path: Path) -> tuple[str, str]:
     failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
     counts = f"{total - skipped - failed} passed" + (f", {failed} failed" if failed else "")
     counts += f", {skipped} skipped" if skipped else ""
-    cell = f"{counts} in {duration(float(suite.get('time', 0)))} ([junit](results/{path.name}))"
+    cell = f"pytest: {counts} in {duration(float(suite.get('time', 0)))} ([junit](results/{path.name}))"
     return (prop.get("value", "") if prop is not None else ""), cell
 
 
@@ -352,9 +373,10 @@ def commands_block(results: Path) -> str:
     sanity: dict[str, str] = {}
     for folder, summary, config, last in committed_runs(results, sanity=True):
         kind = hardware_kind(summary.get("device") or config.get("device_name", ""), summary.get("amp", ""))
+        steps, _, seconds = progress(summary, last)
         sanity[kind] = (
-            f"{duration(summary.get('wall_time_s', last.get('elapsed_s')))}, last loss "
-            f"{_fmt(last.get('loss'), '.2f')} ([run](results/{folder.name}/))"
+            f"{_fmt(steps, ',')} steps trained in {duration(seconds)}, last loss {_fmt(last.get('loss'), '.2f')} "
+            f"([run](results/{folder.name}/))"
         )
     tests: dict[str, str] = {}
     for path in sorted(results.glob(TESTS_PATTERN)):
@@ -373,16 +395,19 @@ def commands_block(results: Path) -> str:
     return f"{header}\n| --- | --- | --- | --- |\n{body}"
 
 
-def comparison_block(run: Run, others: Sequence[tuple[str, ...]] = (), peers: Sequence[tuple[str, ...]] = ()) -> str:
-    """This run beside this project's ``others`` (see ``project_runs``) and the runs of others, ``peers`` (see
-    ``others_rows``: the course's reference run and the best runs of others, figures from their own logs)."""
-    ours = run_row("**This run**", run.summary, run.config, run.metrics[-1], RunDir(run.out_dir).phases)
+def comparison_block(results: Path, run: Run | None = None) -> str:
+    """This project's runs in ``results`` (``run``, when given, first as "This run", from its run directory) beside
+    the runs of others (``others_rows``: the course's reference run and the best runs of others, from their logs)."""
+    ours = (
+        [run_row("**This run**", run.summary, run.config, run.metrics[-1], RunDir(run.out_dir).phases)] if run else []
+    )
     header = (
         "| run | hardware | precision | tokens/step | steps | tokens | wall time | what crossed the target "
         "| full-corpus loss at phase 0 / the worst of 64, 128, 192 |\n"
         "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |"
     )
-    rows = "\n".join("| " + " | ".join(row) + " |" for row in (ours, *others, *peers))
+    runs = (*ours, *project_runs(results, exclude=run.name if run else None), *others_rows(results))
+    rows = "\n".join("| " + " | ".join(row) + " |" for row in runs)
     return (
         f"{header}\n{rows}\n\nOnly this project's runs report the loss over the whole corpus; the others stopped on "
         f"the loss of one step (or a mean of steps), which a noisy batch can cross early. The wall time of a resumed "
@@ -519,14 +544,14 @@ def write_evidence(run: Run, results: Path) -> list[str]:
 
 
 # The README's overview, drawn from results/ alone (every run's evidence there), refreshed whenever evidence is written.
-OVERVIEW_BLOCKS = {"RUNS": runs_block, "COMMANDS": commands_block}
+OVERVIEW_BLOCKS = {"RUNS": runs_block, "COMMANDS": commands_block, "COMPARISON": comparison_block}
 
 
 def run_blocks(run: Run, name: str, results: Path) -> dict[str, str]:
     """The README blocks of one run (SUMMARY, PLOT, METRICS, LOGS, SAMPLES), its evidence in ``results``."""
     results_rel = f"results/{name}"
     return {
-        "SUMMARY": summary_block(run, project_runs(results.parent, exclude=name), others_rows(results.parent)),
+        "SUMMARY": summary_block(run, name),
         "PLOT": plot_block(f"{results_rel}/{PLOT_NAME}"),
         "METRICS": metrics_block(run, results_rel),
         "LOGS": logs_block(run),

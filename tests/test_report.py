@@ -34,6 +34,8 @@ Text between blocks.
 
 The end.
 """
+# with the comparison of every run in results/ beside the runs of others, drawn from results/ alone
+COMPARED = README.replace("The end.", "<!--AUTO:COMPARISON:START-->\n<!--AUTO:COMPARISON:END-->\n\nThe end.")
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +70,17 @@ def test_readme_blocks_are_filled_and_idempotent(run_dir: Path, tmp_path: Path, 
 
 
 def test_summary_tells_what_stopped_the_run(run_dir: Path) -> None:
-    block = report.summary_block(report.load_run(run_dir))
+    block = report.summary_block(report.load_run(run_dir), "tiny-run")
+    assert block.startswith("| | |\n| --- | --- |\n| Run | [tiny-run](results/tiny-run/) |")
     assert "**target reached** (stopped by one step's loss)" in block
     summary = report.load_run(run_dir).summary  # the stop as the loop decided it, which the report reads
     assert summary["stopped_by"] == "step_loss" and summary["stop"] == {
         "rule": "step_loss", "status": "target_reached", "value": summary["target_step_loss"], "what": "one step's loss"
     }  # fmt: skip
     assert "Full-corpus loss" in block and "tiny, 6,862,464 parameters" in block
-    ours = next(line for line in block.splitlines() if line.startswith("| **This run**"))
-    assert "| 2×32×2 = 128 |" in ours and "| off |" in ours and "one step's loss" in ours
+    compared = report.comparison_block(run_dir.parent / "no-results", report.load_run(run_dir))
+    ours = next(line for line in compared.splitlines() if line.startswith("| **This run**"))
+    assert "| 2×32×2 = 128 |" in ours and "| fp32 |" in ours and "one step's loss" in ours
 
 
 PEERS = (
@@ -91,10 +95,10 @@ def test_the_runs_of_others_come_from_a_data_file_with_their_sources(run_dir: Pa
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "others.csv").write_text(PEERS, encoding="utf-8")
     readme = tmp_path / "README.md"
-    readme.write_text(README, encoding="utf-8")
+    readme.write_text(COMPARED, encoding="utf-8")
     report.write_report(run_dir, readme)
     rows = [line for line in readme.read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
-    ours = rows.index(next(r for r in rows if r.startswith("| **This run**")))
+    ours = rows.index(next(r for r in rows if r.startswith(f"| [{run_dir.name}](results/{run_dir.name}/) |")))
     assert rows[ours + 1].startswith("| The course's reference run (the course's log) | RTX 4060 Ti | fp16 |")
     assert rows[ours + 2].startswith("| [Peer, fewest tokens](https://example.org/peer) | not stated | not stated |")
     assert rows[ours + 2].endswith("| 9.38M | not stated | one batch's loss | – |")
@@ -126,15 +130,15 @@ def test_the_first_screen_shows_each_run_and_the_two_commands_from_results(run_d
         f"| [{run_dir.name}](results/{run_dir.name}/) | CPU" in runs and "| **target reached** by the one step" in runs
     )
     assert "| [slow](results/slow/) |" in runs and "not yet: interrupted" in runs
-    assert "[04](results/slow/04_full_training.html)" in runs and "sanity-" not in runs
+    assert "[04 (last of 3 sessions)](results/slow/04_full_training.html)" in runs and "sanity-" not in runs
     commands = text.split("<!--AUTO:COMMANDS:START-->")[1].split("<!--AUTO:COMMANDS:END-->")[0]
     sanity = next(line for line in commands.splitlines() if line.startswith("| `make sanity`"))
     assert sanity.startswith("| `make sanity` | ") and "([run](results/sanity-cpu-no-bf16/))" in sanity
     assert sanity.endswith("| no committed run yet | no committed run yet |")  # none on a CPU with bf16 units, a GPU
     tests = next(line for line in commands.splitlines() if line.startswith("| `make test`"))
     assert tests == (
-        "| `make test` | no committed run yet | 17 passed, 1 failed, 2 skipped in 5.2 min (312 s) ([junit](results/"
-        "tests-cpu-bf16.xml)) | the tests run on the CPU |"
+        "| `make test` | no committed run yet | pytest: 17 passed, 1 failed, 2 skipped in 5.2 min (312 s) "
+        "([junit](results/tests-cpu-bf16.xml)) | the tests run on the CPU |"
     )
     assert report.write_report(run_dir, readme)["changed"] is False
 
@@ -277,22 +281,23 @@ def _interrupted_copy(run_dir: Path, dest: Path) -> Path:
 
 def test_the_comparison_lists_the_projects_other_runs_from_results(run_dir: Path, tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
-    readme.write_text(README, encoding="utf-8")
+    readme.write_text(COMPARED, encoding="utf-8")
     slow = _interrupted_copy(run_dir, tmp_path / "slow")
     report.write_report(slow, readme, evidence_only=True)
-    assert readme.read_text(encoding="utf-8") == README  # the evidence alone: the README stays as it was
-    assert (tmp_path / "results" / "slow" / "summary.json").is_file()
+    text = readme.read_text(encoding="utf-8")  # the evidence alone: only the overview is drawn again
+    assert text.split("<!--AUTO:COMPARISON:START-->")[0] == COMPARED.split("<!--AUTO:COMPARISON:START-->")[0]
+    assert "| [slow](results/slow/) |" in text and (tmp_path / "results" / "slow" / "summary.json").is_file()
     (tmp_path / "results" / "notes").mkdir()  # a folder without a run's evidence is not a run
 
     report.write_report(run_dir, readme)
     rows = [line for line in readme.read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
-    ours = rows.index(next(r for r in rows if r.startswith("| **This run**")))
-    other = rows[ours + 1]
-    assert other.startswith("| This project: [slow](results/slow/) |") and "| 2×32×2 = 128 |" in other
+    other = next(r for r in rows if r.startswith("| [slow](results/slow/) |"))
+    assert "| 2×32×2 = 128 |" in other
     logged = report.load_run(slow).metrics[-1]["loss"]
     assert f"2 resumes | not yet: interrupted, resumable (last logged loss {logged:.4f}) |" in other
-    assert not rows[ours + 2].startswith(("| The course", "| [Peer"))  # no results/others.csv: no runs of others
-    assert not any(f"[{run_dir.name}]" in r or "[notes]" in r for r in rows)  # not itself, not a stray folder
+    assert not any(r.startswith(("| The course", "| [Peer")) for r in rows)  # no results/others.csv: no runs of others
+    assert sum(r.startswith(f"| [{run_dir.name}](results/") for r in rows) == 1  # the reached run, once
+    assert not any("[notes]" in r for r in rows)
 
     assert other.endswith("| not measured |")  # no phases.md in results/slow/
     (tmp_path / "results" / "slow" / "phases.md").write_text(
@@ -302,9 +307,20 @@ def test_the_comparison_lists_the_projects_other_runs_from_results(run_dir: Path
     assert report.phases_cell(tmp_path / "results" / "slow" / "phases.md") == "0.5000 / 0.9000 (phase 128)"
 
     # the other way round: the reached run is a row of the interrupted run's table
-    block = report.summary_block(report.load_run(slow), report.project_runs(tmp_path / "results", exclude="slow"))
-    reached = next(line for line in block.splitlines() if line.startswith(f"| This project: [{run_dir.name}]"))
+    block = report.comparison_block(tmp_path / "results", report.load_run(slow))
+    reached = next(line for line in block.splitlines() if line.startswith(f"| [{run_dir.name}]"))
     assert "one step's loss" in reached and "resume" not in reached
+    assert sum(line.startswith("| [slow]") for line in block.splitlines()) == 0  # "This run" is not listed twice
+
+
+def test_a_run_logged_past_its_summary_is_reported_from_its_log(run_dir: Path, tmp_path: Path) -> None:
+    summary = {"status": "interrupted", "steps": 4, "tokens_seen": 512, "wall_time_s": 10.0}
+    last = {"step": 8, "tokens_seen": 1024, "elapsed_s": 30.0, "loss": 5.25}
+    assert report.progress(summary, last) == (8, 1024, 30.0)  # steps, tokens and time from one source
+    assert report._crossed(summary, last) == "not yet: resumed after its last stop, resumable (last logged loss 5.2500)"
+    assert report.progress(summary, {**last, "step": 4}) == (4, 512, 10.0)
+    reached = {**summary, "status": "target_reached", "steps": 8}
+    assert report.progress(reached, last) == (8, 512, 10.0)
 
 
 def test_evidence_only_keeps_a_run_in_progress_beside_a_reached_readme(run_dir: Path, tmp_path: Path) -> None:
