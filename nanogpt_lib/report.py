@@ -124,6 +124,11 @@ def summary_block(run: Run, name: str | None = None) -> str:
         "interrupted": "interrupted (resumable from last.pt)",
     }.get(s.get("status"), "in progress (no summary.json yet)")
     last = run.metrics[-1]
+    if logged_past_summary(s, last):  # steps, tokens and wall time below from its log, the rest from its summary
+        status = f"resumed after it stopped at step {s.get('steps')} (its summary.json); resumable from last.pt"
+    steps, tokens, seconds = progress(s, last)
+    passes = last.get("epoch") if steps != s.get("steps") else s.get("epochs", last.get("epoch"))
+    amp = s.get("amp") or c.get("amp") or "?"
     rows = [
         *([("Run", f"[{name}](results/{name}/)")] if name else []),
         ("Status", status),
@@ -134,12 +139,8 @@ def summary_block(run: Run, name: str | None = None) -> str:
         ),
         ("Full-corpus loss", f"{_fmt(s.get('full_corpus_loss'), '.6f')} (eval mode, every token of the input once)"),
         ("Best step loss", f"{_fmt(s.get('best_step_loss'), '.6f')} at step {_fmt(s.get('best_step'))}"),
-        ("Steps", f"{_fmt(s.get('steps', int(last['step'])), ',')}"),
-        (
-            "Tokens seen",
-            f"{_fmt(s.get('tokens_seen', last.get('tokens_seen')), ',.0f')} "
-            f"({_fmt(s.get('epochs', last.get('epoch')), '.2f')} passes over the corpus)",
-        ),  # fmt: skip
+        ("Steps", _fmt(steps, ",")),
+        ("Tokens seen", f"{_fmt(tokens, ',.0f')} ({_fmt(passes, '.2f')} passes over the corpus)"),
         ("Tokens per step", _fmt(s.get("tokens_per_step") or c.get("tokens_per_step"), ",")),
         (
             "Training time",
@@ -147,13 +148,13 @@ def summary_block(run: Run, name: str | None = None) -> str:
         ),
         (
             "Wall time",
-            f"{duration(s.get('wall_time_s', last.get('elapsed_s')))} (checkpoints "
+            f"{duration(seconds)} (checkpoints "
             f"{duration(s.get('checkpoint_time_s'))}, samples {duration(s.get('sample_time_s'))}, "
             f"full-corpus loss {duration(s.get('eval_time_s'))})",
         ),  # fmt: skip
         ("Throughput", f"{_fmt(s.get('tok_per_s'), ',.0f')} tokens/s"),
         ("Model", f"{c.get('train_config', {}).get('model', '?')}, {_fmt(c.get('n_params'), ',')} parameters"),
-        ("Device", f"{s.get('device') or c.get('device_name', '?')}, amp {s.get('amp') or c.get('amp', '?')}"),
+        ("Device", f"{s.get('device') or c.get('device_name', '?')}, {'fp32' if amp == 'off' else amp}"),
         (
             "Software",
             ", ".join(f"{k} {v}" for k, v in c.get("versions", {}).items() if k in ("python", "torch", "cuda") and v),
@@ -181,20 +182,18 @@ def stop_of(summary: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-FINISHED = ("target_reached", "completed", "diverged")
-
-
 def logged_past_summary(summary: dict[str, Any], last: dict[str, Any]) -> bool:
-    """Whether a run's log went on past its summary.json: resumed after it stopped, and training or cut off since."""
-    return summary.get("status") not in FINISHED and int(last.get("step") or 0) > int(summary.get("steps") or 0)
+    """Whether a run's log went on past its summary.json: resumed after it stopped (interrupted, out of steps or
+    diverged, all resumable), and training or cut off since. A run at the target ends there."""
+    return summary.get("status") != "target_reached" and int(last.get("step") or 0) > int(summary.get("steps") or 0)
 
 
 def progress(summary: dict[str, Any], last: dict[str, Any]) -> tuple[int, float | None, float | None]:
     """Steps, tokens and wall time of a run, all from one source: its summary.json, or its last logged row when the
-    log went on past the summary."""
+    log went on past the summary (or there is no summary)."""
     if logged_past_summary(summary, last) or "steps" not in summary:
         return int(last.get("step") or 0), last.get("tokens_seen"), last.get("elapsed_s")
-    return int(summary["steps"]), summary.get("tokens_seen", last.get("tokens_seen")), summary.get("wall_time_s")
+    return int(summary["steps"]), summary.get("tokens_seen"), summary.get("wall_time_s")
 
 
 def _crossed(summary: dict[str, Any], last: dict[str, Any]) -> str:
@@ -202,13 +201,15 @@ def _crossed(summary: dict[str, Any], last: dict[str, Any]) -> str:
     reached the target: its last logged loss (the mean of the steps since the row before), not one noisy step."""
     status, stop = summary.get("status"), stop_of(summary)
     logged = f"last logged loss {_fmt(last.get('loss'), '.4f')}"
-    if status == "target_reached" and stop:
+    if logged_past_summary(summary, last):
+        return f"not yet: resumed after its last stop, resumable ({logged})"
+    if status == "target_reached" and not stop:
+        return "stop rule its summary does not name"
+    if status == "target_reached":
         value = stop["value"]
         return f"{stop['what'].removeprefix('the ')} ({value:.4f})" if isinstance(value, float) else stop["what"]
     if status in ("completed", "diverged") and stop:
         return f"not reached: stopped by {stop['what']} ({logged})"
-    if logged_past_summary(summary, last):
-        return f"not yet: resumed after its last stop, resumable ({logged})"
     return {
         "interrupted": f"not yet: interrupted, resumable ({logged})",
         "completed": f"not reached in its steps ({logged})",
@@ -246,7 +247,7 @@ def run_row(
         else _fmt(per_step, ",")
     )
     steps, tokens, seconds = progress(summary, last)
-    amp = summary.get("amp") or config.get("amp", "?")
+    amp = summary.get("amp") or config.get("amp") or "?"
     wall = duration(seconds)
     resumes = len(config.get("resumes", []))  # run_config.json records each resume as it starts
     if resumes:
@@ -254,7 +255,7 @@ def run_row(
     return (
         label,
         summary.get("device") or config.get("device_name", "?"),
-        "fp32" if amp == "off" else amp,
+        "fp32" if amp == "off" else str(amp),
         shape,
         _fmt(steps, ","),
         f"{tokens / 1e6:.2f}M" if tokens else "–",
@@ -334,9 +335,9 @@ def runs_block(results: Path) -> str:
     for folder, summary, config, last in committed_runs(results):
         device = summary.get("device") or config.get("device_name", "?")
         amp = summary.get("amp") or config.get("amp", "?")
-        sessions = len(config.get("resumes", [])) + 1  # notebook 04 shows the session that ran it, the last one
+        sessions = len(config.get("resumes", [])) + 1  # notebook 04 shows the session that ran it
         html = [
-            f"[{p.stem[:2]}{f' (last of {sessions} sessions)' if p.stem.startswith('04') and sessions > 1 else ''}]"
+            f"[{p.stem[:2]}{f' (one of {sessions} sessions)' if p.stem.startswith('04') and sessions > 1 else ''}]"
             f"(results/{folder.name}/{p.name})"
             for p in sorted(folder.glob("*.html"))
         ]
@@ -416,8 +417,9 @@ def comparison_block(results: Path, run: Run | None = None) -> str:
     )
 
 
-def plot_block(plot_rel: str) -> str:
-    return f"![Training loss per optimizer step, log scale, with the target line]({plot_rel})"
+def plot_block(plot_rel: str, name: str | None = None) -> str:
+    of = f" of {name}" if name else ""
+    return f"![Training loss{of} per optimizer step, log scale, with the target line]({plot_rel})"
 
 
 def metrics_block(run: Run, results_rel: str, max_rows: int = 8) -> str:
@@ -552,7 +554,7 @@ def run_blocks(run: Run, name: str, results: Path) -> dict[str, str]:
     results_rel = f"results/{name}"
     return {
         "SUMMARY": summary_block(run, name),
-        "PLOT": plot_block(f"{results_rel}/{PLOT_NAME}"),
+        "PLOT": plot_block(f"{results_rel}/{PLOT_NAME}", name),
         "METRICS": metrics_block(run, results_rel),
         "LOGS": logs_block(run),
         "SAMPLES": samples_block(run, results_rel),
@@ -631,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         "--evidence_only",
         action="store_true",
         help="only copy the evidence to results/<run name>/ (a run in progress, say); of the README, only the "
-        "overview of the runs (RUNS, COMMANDS) is redrawn",
+        "overview of the runs (RUNS, COMMANDS, COMPARISON) is redrawn",
     )
     args = parser.parse_args(argv)
     report = write_report(args.out_dir, args.readme, args.name, args.force, args.evidence_only)

@@ -130,7 +130,7 @@ def test_the_first_screen_shows_each_run_and_the_two_commands_from_results(run_d
         f"| [{run_dir.name}](results/{run_dir.name}/) | CPU" in runs and "| **target reached** by the one step" in runs
     )
     assert "| [slow](results/slow/) |" in runs and "not yet: interrupted" in runs
-    assert "[04 (last of 3 sessions)](results/slow/04_full_training.html)" in runs and "sanity-" not in runs
+    assert "[04 (one of 3 sessions)](results/slow/04_full_training.html)" in runs and "sanity-" not in runs
     commands = text.split("<!--AUTO:COMMANDS:START-->")[1].split("<!--AUTO:COMMANDS:END-->")[0]
     sanity = next(line for line in commands.splitlines() if line.startswith("| `make sanity`"))
     assert sanity.startswith("| `make sanity` | ") and "([run](results/sanity-cpu-no-bf16/))" in sanity
@@ -321,6 +321,16 @@ def test_a_run_logged_past_its_summary_is_reported_from_its_log(run_dir: Path, t
     assert report.progress(summary, {**last, "step": 4}) == (4, 512, 10.0)
     reached = {**summary, "status": "target_reached", "steps": 8}
     assert report.progress(reached, last) == (8, 512, 10.0)
+    # a run resumed after it diverged (or ran out of steps) is not shown as diverged by its old summary
+    diverged = {**summary, "status": "diverged", "stop": {"rule": "diverged", "what": "a loss that is not a number"}}
+    assert report.progress(diverged, last) == (8, 1024, 30.0) and report._crossed(diverged, last).startswith("not yet")
+    # the run's own summary block says the same as its row
+    run = report.load_run(run_dir)
+    run.summary = dict(summary)
+    run.metrics = [*run.metrics[:-1], {**run.metrics[-1], **last, "epoch": 2.5}]
+    block = report.summary_block(run)
+    assert "resumed after it stopped at step 4" in block and "| Steps | 8 |" in block
+    assert "| Tokens seen | 1,024 (2.50 passes over the corpus) |" in block and "| Wall time | 30.0 s (" in block
 
 
 def test_evidence_only_keeps_a_run_in_progress_beside_a_reached_readme(run_dir: Path, tmp_path: Path) -> None:
