@@ -85,6 +85,7 @@ def summary_record(trainer, status: str, stop: stop_rules.Stop | None, corpus: f
         "train_time_s": round(timers["train_s"], 3),
         "warmup_time_s": round(timers["warmup_s"], 3),
         "checkpoint_time_s": round(timers["checkpoint_s"], 3),
+        # this session's writing only: a session's last write cannot be counted in the last.pt it writes
         "checkpoint_background_s": round(trainer.writer.write_seconds, 3),
         "sample_time_s": round(timers["sample_s"], 3),
         "eval_time_s": round(timers["eval_s"], 3),

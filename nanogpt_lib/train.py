@@ -93,7 +93,8 @@ def checkpoint_time_line(summary: dict[str, Any]) -> str:
     held, elapsed = summary["checkpoint_time_s"], summary["wall_time_s"]
     return (
         f"Checkpoints: {held:.1f}s of training held up ({100 * held / elapsed if elapsed > 0 else 0.0:.1f}% of "
-        f"{elapsed:.1f}s wall time); {summary['checkpoint_background_s']:.1f}s of writing in the background"
+        f"{elapsed:.1f}s wall time); {summary['checkpoint_background_s']:.1f}s of writing in the background in this "
+        f"session"
     )
 
 
