@@ -127,7 +127,7 @@ def summary_block(run: Run, name: str | None = None) -> str:
     if logged_past_summary(s, last):  # steps, tokens and wall time below from its log, the rest from its summary
         status = f"resumed after it stopped at step {s.get('steps')} (its summary.json); resumable from last.pt"
     steps, tokens, seconds = progress(s, last)
-    passes = last.get("epoch") if steps != s.get("steps") else s.get("epochs", last.get("epoch"))
+    passes = last.get("epoch") if from_log(s, last) else s.get("epochs", last.get("epoch"))
     amp = s.get("amp") or c.get("amp") or "?"
     rows = [
         *([("Run", f"[{name}](results/{name}/)")] if name else []),
@@ -188,10 +188,15 @@ def logged_past_summary(summary: dict[str, Any], last: dict[str, Any]) -> bool:
     return summary.get("status") != "target_reached" and int(last.get("step") or 0) > int(summary.get("steps") or 0)
 
 
+def from_log(summary: dict[str, Any], last: dict[str, Any]) -> bool:
+    """Whether where a run stands comes from its last logged row (no summary yet, or the log went on past it)."""
+    return "steps" not in summary or logged_past_summary(summary, last)
+
+
 def progress(summary: dict[str, Any], last: dict[str, Any]) -> tuple[int, float | None, float | None]:
     """Steps, tokens and wall time of a run, all from one source: its summary.json, or its last logged row when the
     log went on past the summary (or there is no summary)."""
-    if logged_past_summary(summary, last) or "steps" not in summary:
+    if from_log(summary, last):
         return int(last.get("step") or 0), last.get("tokens_seen"), last.get("elapsed_s")
     return int(summary["steps"]), summary.get("tokens_seen"), summary.get("wall_time_s")
 

@@ -62,7 +62,7 @@ def load_plan(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         bad = [k for k in MODEL_OPTIONS if k in trial]
         if bad:
             raise UserError(f"{path}: trial {trial['name']!r} sets {', '.join(bad)}; set them in 'base' (one model)")
-        TrainConfig.from_dict({**base, **{k: v for k, v in trial.items() if k != "name"}}).validate()
+        TrainConfig.from_dict(trial_options(base, trial)).validate()
     return base, trials
 
 
