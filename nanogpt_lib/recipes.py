@@ -85,15 +85,26 @@ def committed_summary(recipe: Recipe) -> dict[str, Any] | None:
         return None
 
 
+def committed_last_row(recipe: Recipe) -> dict[str, Any]:
+    """The last row of the committed run's train_metrics.csv ({} when there is none): where a run that went on past
+    its summary.json stands."""
+    try:
+        rows = runlog.read_metrics(ROOT / recipe.evidence / evidence_name("metrics"))
+    except (OSError, ValueError):
+        return {}
+    return rows[-1] if rows else {}
+
+
 def committed_run(recipe: Recipe, summary: dict[str, Any] | None) -> str:
-    """What the recipe's committed run needed, or where it stands."""
+    """What the recipe's committed run needed, or where it stands (from its log when that went on past its summary)."""
     if summary is None:
         return f"no committed run of this recipe yet ({recipe.evidence}/summary.json is missing)"
     where = f"{recipe.evidence}: {summary.get('device', '?')}, amp {summary.get('amp', '?')}"
     if summary.get("status") != "target_reached":
+        steps, tokens, _ = runlog.progress(summary, committed_last_row(recipe))
         return (
-            f"its committed run has not reached the target yet: {summary.get('tokens_seen', 0):,} tokens in "
-            f"{summary.get('steps', 0):,} steps so far ({where})"
+            f"its committed run has not reached the target yet: {tokens or 0:,.0f} tokens in {steps:,} steps so far "
+            f"({where})"
         )
     return (
         f"its committed run reached the target after {summary['tokens_seen']:,} tokens, {summary['steps']:,} steps "

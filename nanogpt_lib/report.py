@@ -33,7 +33,7 @@ from .atomic import atomic_write
 from .errors import UserError, run_cli
 from .plots import plot_loss_curve
 from .rundir import RunDir, evidence_name
-from .runlog import duration
+from .runlog import duration, from_log, logged_past_summary, progress
 
 PLOT_NAME = evidence_name("loss_curve")
 
@@ -180,25 +180,6 @@ def stop_of(summary: dict[str, Any]) -> dict[str, Any] | None:
         what, key = OLDER_STOPS[summary["stopped_by"]]
         return {"rule": summary["stopped_by"], "status": summary.get("status"), "value": summary.get(key), "what": what}
     return None
-
-
-def logged_past_summary(summary: dict[str, Any], last: dict[str, Any]) -> bool:
-    """Whether a run's log went on past its summary.json: resumed after it stopped (interrupted, out of steps or
-    diverged, all resumable), and training or cut off since. A run at the target ends there."""
-    return summary.get("status") != "target_reached" and int(last.get("step") or 0) > int(summary.get("steps") or 0)
-
-
-def from_log(summary: dict[str, Any], last: dict[str, Any]) -> bool:
-    """Whether where a run stands comes from its last logged row (no summary yet, or the log went on past it)."""
-    return "steps" not in summary or logged_past_summary(summary, last)
-
-
-def progress(summary: dict[str, Any], last: dict[str, Any]) -> tuple[int, float | None, float | None]:
-    """Steps, tokens and wall time of a run, all from one source: its summary.json, or its last logged row when the
-    log went on past the summary (or there is no summary)."""
-    if from_log(summary, last):
-        return int(last.get("step") or 0), last.get("tokens_seen"), last.get("elapsed_s")
-    return int(summary["steps"]), summary.get("tokens_seen"), summary.get("wall_time_s")
 
 
 def _crossed(summary: dict[str, Any], last: dict[str, Any]) -> str:

@@ -153,6 +153,25 @@ def read_metrics(path: Path) -> list[dict[str, float | None]]:
     return rows
 
 
+def logged_past_summary(summary: dict[str, Any], last: dict[str, Any]) -> bool:
+    """Whether a run's log went on past its summary.json: resumed after it stopped (interrupted, out of steps or
+    diverged, all resumable), and training or cut off since. A run at the target ends there."""
+    return summary.get("status") != "target_reached" and int(last.get("step") or 0) > int(summary.get("steps") or 0)
+
+
+def from_log(summary: dict[str, Any], last: dict[str, Any]) -> bool:
+    """Whether where a run stands comes from its last logged row (no summary yet, or the log went on past it)."""
+    return "steps" not in summary or logged_past_summary(summary, last)
+
+
+def progress(summary: dict[str, Any], last: dict[str, Any]) -> tuple[int, float | None, float | None]:
+    """Steps, tokens and wall time of a run, all from one source: its summary.json, or its last logged row when the
+    log went on past the summary (or there is no summary)."""
+    if from_log(summary, last):
+        return int(last.get("step") or 0), last.get("tokens_seen"), last.get("elapsed_s")
+    return int(summary["steps"]), summary.get("tokens_seen"), summary.get("wall_time_s")
+
+
 def _rows_to_csv(rows: list[dict[str, str]]) -> str:
     buf = io.StringIO(newline="")
     writer = csv.DictWriter(buf, fieldnames=METRICS_COLUMNS, extrasaction="ignore")

@@ -59,3 +59,15 @@ def test_the_expectation_quotes_the_committed_run_and_estimates_the_time(tmp_pat
     assert torch.equal(torch.get_rng_state(), state)  # the timed steps leave training's random state alone
     assert "reached the target after 4,000,000 tokens, 1,000 steps" in text
     assert "tokens/s of forward and backward" in text and "of training here" in text
+
+
+def test_a_committed_run_still_training_is_quoted_from_its_log(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(recipes, "ROOT", tmp_path)
+    recipe = recipes.for_device("cpu")
+    evidence = tmp_path / recipe.evidence
+    evidence.mkdir(parents=True)
+    stopped = {"status": "interrupted", "tokens_seen": 2_048, "steps": 2, "device": "CPU", "amp": "off"}
+    (evidence / "summary.json").write_text(json.dumps(stopped))
+    assert "not reached the target yet: 2,048 tokens in 2 steps so far" in recipes.committed_run(recipe, stopped)
+    (evidence / "train_metrics.csv").write_text("step,loss,tokens_seen,elapsed_s\n2,5.0,2048,9.0\n6,4.0,6144,30.0\n")
+    assert "not reached the target yet: 6,144 tokens in 6 steps so far" in recipes.committed_run(recipe, stopped)
