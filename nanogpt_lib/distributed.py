@@ -11,8 +11,10 @@ process takes the same decisions at the same step. Only rank 0 writes the run di
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +61,15 @@ class Group:
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+    @contextlib.contextmanager
+    def closed_on_error(self) -> Iterator[None]:
+        """Close the group when the block fails: a set-up that fails leaves no process group behind."""
+        try:
+            yield
+        except BaseException:
+            self.close()
+            raise
 
 
 def join(device_type: str) -> Group:

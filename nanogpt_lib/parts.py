@@ -110,6 +110,11 @@ def assemble(cfg: TrainConfig) -> tuple[Parts, LoopState | None]:
     """The parts of a session of the run ``cfg`` describes (options already validated), and the loop state last.pt
     holds when the run goes on from it (None for a fresh start: the caller's fresh state stands)."""
     device, group = join_devices(cfg.device)
+    with group.closed_on_error():
+        return _assemble(cfg, device, group)
+
+
+def _assemble(cfg: TrainConfig, device: torch.device, group: distributed.Group) -> tuple[Parts, LoopState | None]:
     amp, amp_reason = amp_decision(cfg.amp, device)
     tokens = load_corpus(cfg)
     ckpt = resume.checkpoint_to_resume(cfg, RunDir(cfg.out_dir))

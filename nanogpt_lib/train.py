@@ -163,7 +163,8 @@ class Trainer:
         if restored is not None:
             self.state = restored
         self.resumed_from_checkpoint = restored is not None
-        self._open_run_files()
+        with self.parts.group.closed_on_error():
+            self._open_run_files()
 
     def _open_run_files(self) -> None:
         """Open the log and the metrics (rows past the checkpoint's step are dropped: they are redone); record this
@@ -304,9 +305,7 @@ class Trainer:
 
     def _step(self, first: bool) -> tuple[float, torch.Tensor | None, float]:
         """One optimizer step, timed: the step loss (fp32, the one host-device sync per step), gradient norm, rate.
-
-        The first step of a session counts as warm-up (allocation, compilation), apart from the training time.
-        """
+        The first step of a session counts as warm-up (allocation, compilation), apart from the training time."""
         cfg, state, p = self.cfg, self.state, self.parts
         with state.timers.phase("warmup_s" if first else "train_s"):
             loss, grad_norm, lr = p.train_step(cfg, state.step + 1)

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogpt_lib import checkpoint, step, train
-from nanogpt_lib.errors import EXIT_USER_ERROR, run_cli
+from nanogpt_lib import checkpoint, distributed, parts, step, train
+from nanogpt_lib.errors import EXIT_USER_ERROR, UserError, run_cli
 
 from .conftest import ROOT, tiny_args, write_small_corpus
 
@@ -218,3 +218,21 @@ def test_the_printed_continue_command_works_as_printed(straight, tmp_path: Path)
     again = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert sorted(losses(out)) == sorted(expected)
+
+
+@pytest.mark.parametrize("where", ["building the parts", "opening the run files"])
+def test_a_failed_set_up_leaves_no_process_group_behind(tmp_path: Path, monkeypatch, capsys, where: str) -> None:
+    closed = []
+
+    class Group(distributed.Group):  # a group of one that records being closed
+        def close(self) -> None:
+            closed.append(True)
+
+    monkeypatch.setattr(parts.distributed, "join", lambda device_type: Group())
+    if where == "building the parts":
+        monkeypatch.setattr(parts, "load_corpus", lambda cfg: (_ for _ in ()).throw(UserError("no corpus")))
+    else:
+        monkeypatch.setattr(train.Trainer, "_open_run_files", lambda self: (_ for _ in ()).throw(UserError("no log")))
+    corpus = write_small_corpus(tmp_path)
+    assert run_cli(train.main, tiny_args(corpus, tmp_path / "run")) == EXIT_USER_ERROR
+    assert closed == [True] and "error: no " in capsys.readouterr().err
