@@ -9,9 +9,10 @@ full-corpus loss, and the one stop decision), resume (what a session takes from 
 processes under torchrun), rundir (the run directory's layout), runlog (its text files, each writer beside its
 reader), checkpoint and checkpoint_writer (atomic saves, in the background), atomic (atomic file writes), interrupts
 (Ctrl-C and SIGTERM), errors (one-line errors).
-The course helpers: sample (generation and its CLI), report (README and results/ from a run directory), plots (the
-loss curve), notebook (notebook helpers), corpus_stats and model_stats (figures the notebooks show), download (the
-course file), export (a checkpoint as a Hugging Face model folder).
+The course helpers: sample (generation and its CLI), report (README and results/ from a run directory), overview
+(every run in results/ beside the runs of others), plots (the loss curve), notebook (notebook helpers), corpus_stats
+and model_stats (figures the notebooks show), download (the course file), export (a checkpoint as a Hugging Face model
+folder).
 The tools: bench (speed against transformers), sweep (recipe trials), hf_compat (our weights in transformers' GPT-2),
 space_load (the Space's app under a burst of requests).
 """

@@ -37,9 +37,9 @@ from . import checkpoint, runlog
 from .errors import UserError, run_cli
 from .model import GPT
 from .plots import plot_loss_curve
-from .report import load_run, stop_of
+from .report import load_run
 from .rundir import RunDir
-from .runlog import duration
+from .runlog import duration, stop_of
 from .tokenizer import BPE_FILES, BPE_PACKAGE, encode, packaged_bpe_files
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -8,8 +8,8 @@ run config, and the executed notebooks and their HTML where the run directory ho
 ``results/<run name>/`` beside that README, which the blocks link to. The run name is the run directory's
 name unless ``--name`` gives another. Running it twice changes nothing the second time. A README without the
 markers, or a run directory without metrics, is an error that leaves every file untouched. A README may also have
-RUNS, COMMANDS and COMPARISON blocks, its overview, drawn from ``results/`` alone: the verdict of every run there,
-what ``make sanity`` and ``make test`` took on each kind of machine, and every run there beside the runs of others.
+RUNS, COMMANDS and COMPARISON blocks, its overview, drawn from ``results/`` alone (``overview.py``), which the
+report redraws whenever it writes evidence.
 ``--evidence_only`` copies the evidence and leaves the README's results as they are (for a run still in
 progress), redrawing only its overview.
 """
@@ -17,42 +17,23 @@ progress), redrawing only its overview.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
 import shutil
 import sys
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import runlog
 from .atomic import atomic_write
 from .errors import UserError, run_cli
+from .overview import OVERVIEW_BLOCKS
 from .plots import plot_loss_curve
 from .rundir import RunDir, evidence_name
-from .runlog import duration, from_log, logged_past_summary, progress
+from .runlog import cell, duration, from_log, logged_past_summary, progress, stop_of
 
 PLOT_NAME = evidence_name("loss_curve")
-
-# results/others.csv beside the runs' folders: runs of the same task by others, each with its source (a row per run;
-# the columns of the comparison table, then "source", a link or where the figures were read)
-OTHERS_FILE = "others.csv"
-OTHERS_COLUMNS = (
-    "run",
-    "hardware",
-    "precision",
-    "tokens_per_step",
-    "steps",
-    "tokens",
-    "wall_time",
-    "crossed",
-    "source",
-)
-SANITY_PREFIX = "sanity-"  # results/sanity-<hardware>/: the evidence of a sanity run, not a run to the target
-TESTS_PATTERN = "tests-*.xml"  # results/tests-<hardware>.xml: pytest's JUnit XML of `make test JUNIT=...`
 
 
 @dataclass
@@ -110,10 +91,6 @@ def load_run(out_dir: str | os.PathLike) -> Run:
 # ---------------------------------------------------------------------- the pieces
 
 
-def _fmt(value: Any, spec: str = "") -> str:
-    return "–" if value is None else format(value, spec)
-
-
 def summary_block(run: Run, name: str | None = None) -> str:
     """The run's figures as a table (its evidence folder results/``name``/ named first, when given)."""
     s, c = run.summary, run.config
@@ -135,13 +112,13 @@ def summary_block(run: Run, name: str | None = None) -> str:
         ("Target", f"training loss ≤ {run.target_loss}"),
         (
             "First step whose loss was below the target",
-            f"step {_fmt(s.get('target_step'))}: {_fmt(s.get('target_step_loss'), '.6f')}",
+            f"step {cell(s.get('target_step'))}: {cell(s.get('target_step_loss'), '.6f')}",
         ),
-        ("Full-corpus loss", f"{_fmt(s.get('full_corpus_loss'), '.6f')} (eval mode, every token of the input once)"),
-        ("Best step loss", f"{_fmt(s.get('best_step_loss'), '.6f')} at step {_fmt(s.get('best_step'))}"),
-        ("Steps", _fmt(steps, ",")),
-        ("Tokens seen", f"{_fmt(tokens, ',.0f')} ({_fmt(passes, '.2f')} passes over the corpus)"),
-        ("Tokens per step", _fmt(s.get("tokens_per_step") or c.get("tokens_per_step"), ",")),
+        ("Full-corpus loss", f"{cell(s.get('full_corpus_loss'), '.6f')} (eval mode, every token of the input once)"),
+        ("Best step loss", f"{cell(s.get('best_step_loss'), '.6f')} at step {cell(s.get('best_step'))}"),
+        ("Steps", cell(steps, ",")),
+        ("Tokens seen", f"{cell(tokens, ',.0f')} ({cell(passes, '.2f')} passes over the corpus)"),
+        ("Tokens per step", cell(s.get("tokens_per_step") or c.get("tokens_per_step"), ",")),
         (
             "Training time",
             f"{duration(s.get('train_time_s'))} (warm-up/compile {duration(s.get('warmup_time_s'))} apart)",
@@ -152,8 +129,8 @@ def summary_block(run: Run, name: str | None = None) -> str:
             f"{duration(s.get('checkpoint_time_s'))}, samples {duration(s.get('sample_time_s'))}, "
             f"full-corpus loss {duration(s.get('eval_time_s'))})",
         ),  # fmt: skip
-        ("Throughput", f"{_fmt(s.get('tok_per_s'), ',.0f')} tokens/s"),
-        ("Model", f"{c.get('train_config', {}).get('model', '?')}, {_fmt(c.get('n_params'), ',')} parameters"),
+        ("Throughput", f"{cell(s.get('tok_per_s'), ',.0f')} tokens/s"),
+        ("Model", f"{c.get('train_config', {}).get('model', '?')}, {cell(c.get('n_params'), ',')} parameters"),
         ("Device", f"{s.get('device') or c.get('device_name', '?')}, {'fp32' if amp == 'off' else amp}"),
         (
             "Software",
@@ -163,244 +140,6 @@ def summary_block(run: Run, name: str | None = None) -> str:
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return f"| | |\n| --- | --- |\n{table}"
-
-
-# summary.json's "stop" as summaries written before it was recorded would have said it: (what, the value's key)
-OLDER_STOPS = {
-    "full_corpus_loss": ("the full-corpus loss", "full_corpus_loss"),
-    "step_loss": ("one step's loss", "target_step_loss"),
-}
-
-
-def stop_of(summary: dict[str, Any]) -> dict[str, Any] | None:
-    """The stop rule that ended a run, as summary.json records it (rule, status, value, what), or None."""
-    if summary.get("stop"):
-        return summary["stop"]
-    if summary.get("stopped_by") in OLDER_STOPS:
-        what, key = OLDER_STOPS[summary["stopped_by"]]
-        return {"rule": summary["stopped_by"], "status": summary.get("status"), "value": summary.get(key), "what": what}
-    return None
-
-
-def _crossed(summary: dict[str, Any], last: dict[str, Any]) -> str:
-    """What ended the run and its value (as summary.json records the stop), or where a run stands that has not
-    reached the target: its last logged loss (the mean of the steps since the row before), not one noisy step."""
-    status, stop = summary.get("status"), stop_of(summary)
-    logged = f"last logged loss {_fmt(last.get('loss'), '.4f')}"
-    if logged_past_summary(summary, last):
-        return f"not yet: resumed after its last stop, resumable ({logged})"
-    if status == "target_reached" and not stop:
-        return "stop rule its summary does not name"
-    if status == "target_reached":
-        value = stop["value"]
-        return f"{stop['what'].removeprefix('the ')} ({value:.4f})" if isinstance(value, float) else stop["what"]
-    if status in ("completed", "diverged") and stop:
-        return f"not reached: stopped by {stop['what']} ({logged})"
-    return {
-        "interrupted": f"not yet: interrupted, resumable ({logged})",
-        "completed": f"not reached in its steps ({logged})",
-    }.get(status, "not yet: in progress")
-
-
-def _verdict(summary: dict[str, Any], last: dict[str, Any]) -> str:
-    crossed = _crossed(summary, last)
-    return f"**target reached** by the {crossed}" if summary.get("status") == "target_reached" else crossed
-
-
-OTHER_PHASES = (64, 128, 192)  # where the phase column looks besides phase 0
-
-
-def phases_cell(phases_file: Path) -> str:
-    """The full-corpus loss at phase 0 and the worst of OTHER_PHASES, from a run's phases.md (evaluate --out)."""
-    losses = runlog.read_phase_table(phases_file)
-    if losses is None:
-        return "not measured" if not phases_file.is_file() else "not measured (the checkpoint is gone)"
-    others = [(losses[p], p) for p in OTHER_PHASES if p in losses]
-    worst = f" / {max(others)[0]:.4f} (phase {max(others)[1]})" if others else ""
-    return f"{losses[0]:.4f}{worst}" if 0 in losses else worst.lstrip(" /")
-
-
-def run_row(
-    label: str, summary: dict[str, Any], config: dict[str, Any], last: dict[str, Any], phases_file: Path
-) -> tuple[str, ...]:
-    """One run as a row of the comparison table, from its summary.json, run_config.json, last metrics row and phase
-    table."""
-    batch = config.get("train_config", {})
-    per_step = summary.get("tokens_per_step") or config.get("tokens_per_step")
-    shape = (
-        f"{batch['batch_size']}×{batch['seq_len']}×{batch['grad_accum']} = {_fmt(per_step, ',')}"
-        if {"batch_size", "seq_len", "grad_accum"} <= set(batch)
-        else _fmt(per_step, ",")
-    )
-    steps, tokens, seconds = progress(summary, last)
-    amp = summary.get("amp") or config.get("amp") or "?"
-    wall = duration(seconds)
-    resumes = len(config.get("resumes", []))  # run_config.json records each resume as it starts
-    if resumes:
-        wall += f", {resumes} resume{'s' if resumes > 1 else ''}"
-    return (
-        label,
-        summary.get("device") or config.get("device_name", "?"),
-        "fp32" if amp == "off" else str(amp),
-        shape,
-        _fmt(steps, ","),
-        f"{tokens / 1e6:.2f}M" if tokens else "–",
-        wall,
-        _crossed(summary, last),
-        phases_cell(phases_file),
-    )
-
-
-def project_runs(results: Path, exclude: str | None = None) -> list[tuple[str, ...]]:
-    """Rows for this project's other runs: each folder of ``results`` that holds the evidence of a run (its
-    summary.json, run_config.json and train_metrics.csv), the one named ``exclude`` left out, linked by folder."""
-    rows = []
-    for folder, summary, config, last in committed_runs(results):
-        if folder.name != exclude:
-            label = f"[{folder.name}](results/{folder.name}/)"
-            rows.append(run_row(label, summary, config, last, folder / evidence_name("phases")))
-    return rows
-
-
-def committed_runs(results: Path, sanity: bool = False) -> list[tuple[Path, dict, dict, dict]]:
-    """(folder, summary, run config, last metrics row) of each folder of ``results`` that holds the evidence of a run
-    (its summary.json, run_config.json and train_metrics.csv): the runs to the target, or with ``sanity`` the
-    sanity runs (folders named sanity-*)."""
-    runs = []
-    for folder in sorted(path.parent for path in results.glob("*/summary.json")):
-        files = [folder / evidence_name(attr) for attr in ("summary", "run_config", "metrics")]
-        if folder.name.startswith(SANITY_PREFIX) != sanity or not all(path.is_file() for path in files):
-            continue
-        try:
-            summary, config = runlog.read_json(files[0]), runlog.read_json(files[1])
-            metrics = runlog.read_metrics(files[2]) or [{}]
-        except (OSError, ValueError) as err:
-            raise UserError(f"cannot read the evidence in {folder}: {err}") from None
-        runs.append((folder, summary, config, metrics[-1]))
-    return runs
-
-
-def others_rows(results: Path) -> list[tuple[str, ...]]:
-    """The runs of others in ``results``/others.csv as rows of the comparison table, the run linked to its source."""
-    path = results / OTHERS_FILE
-    if not path.is_file():
-        return []
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise UserError(f"cannot read {path}: {err}") from None
-    if rows and set(OTHERS_COLUMNS) - set(rows[0]):
-        raise UserError(f"{path} lacks the column(s) {', '.join(sorted(set(OTHERS_COLUMNS) - set(rows[0])))}")
-    out = []
-    for row in rows:
-        source = row["source"].strip()
-        name = f"[{row['run']}]({source})" if source.startswith("https://") else f"{row['run']} ({source})"
-        out.append((name, *(row[column] or "not stated" for column in OTHERS_COLUMNS[1:-1]), "–"))
-    return out
-
-
-def hardware_kind(device: str, amp: str) -> str:
-    """Which of the README's three kinds of machine (``HARDWARE_KINDS``) a recorded device was, from its name and
-    precision: ``--amp auto`` picks bf16 on a CPU only where it has bf16 matrix units (see device.machine_kind)."""
-    if not device.startswith("CPU"):
-        return "gpu"
-    return "cpu-no-bf16" if "no bf16 units" in device or amp not in ("bf16", "auto") else "cpu-bf16"
-
-
-HARDWARE_KINDS = {"cpu-no-bf16": "CPU without bf16 units", "cpu-bf16": "CPU with bf16 units", "gpu": "GPU"}
-
-
-def runs_block(results: Path) -> str:
-    """The verdict of each run to the target whose evidence is in ``results``: what stopped it, at which loss, after
-    how many steps, tokens and minutes, with links to its evidence and its executed notebooks as HTML."""
-    lines = [
-        "| run | hardware | verdict | steps | tokens | wall time | notebooks |",
-        "| --- | --- | --- | ---: | ---: | ---: | --- |",
-    ]
-    for folder, summary, config, last in committed_runs(results):
-        device = summary.get("device") or config.get("device_name", "?")
-        amp = summary.get("amp") or config.get("amp", "?")
-        sessions = len(config.get("resumes", [])) + 1  # notebook 04 shows the session that ran it
-        html = [
-            f"[{p.stem[:2]}{f' (one of {sessions} sessions)' if p.stem.startswith('04') and sessions > 1 else ''}]"
-            f"(results/{folder.name}/{p.name})"
-            for p in sorted(folder.glob("*.html"))
-        ]
-        steps, tokens, seconds = progress(summary, last)
-        lines.append(
-            f"| [{folder.name}](results/{folder.name}/) | {device}, {'fp32' if amp in ('off', None) else amp} "
-            f"| {_verdict(summary, last)} | {_fmt(steps, ',')} | {f'{tokens / 1e6:.2f}M' if tokens else '–'} "
-            f"| {duration(seconds)} | {' · '.join(html) or '–'} |"
-        )
-    return "\n".join(lines)
-
-
-def tests_record(path: Path) -> tuple[str, str]:
-    """What pytest's JUnit XML says: the machine it ran on (the ``device`` property) and a cell with counts and time."""
-    try:
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError) as err:
-        raise UserError(f"cannot read {path}: {err}") from None
-    suite = root if root.tag == "testsuite" else root.find("testsuite")
-    if suite is None:
-        raise UserError(f"{path} is not pytest's JUnit XML (no testsuite)")
-    prop = suite.find("properties/property[@name='device']")
-    total, skipped = int(suite.get("tests", 0)), int(suite.get("skipped", 0))
-    failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
-    counts = f"{total - skipped - failed} passed" + (f", {failed} failed" if failed else "")
-    counts += f", {skipped} skipped" if skipped else ""
-    cell = f"pytest: {counts} in {duration(float(suite.get('time', 0)))} ([junit](results/{path.name}))"
-    return (prop.get("value", "") if prop is not None else ""), cell
-
-
-def commands_block(results: Path) -> str:
-    """The two first commands, ``make sanity`` and ``make test``, with what each took and printed on each kind of
-    machine, from the sanity runs (results/sanity-*/) and the tests' JUnit XML (results/tests-*.xml) committed."""
-    sanity: dict[str, str] = {}
-    for folder, summary, config, last in committed_runs(results, sanity=True):
-        kind = hardware_kind(summary.get("device") or config.get("device_name", ""), summary.get("amp", ""))
-        steps, _, seconds = progress(summary, last)
-        sanity[kind] = (
-            f"{_fmt(steps, ',')} steps trained in {duration(seconds)}, last loss {_fmt(last.get('loss'), '.2f')} "
-            f"([run](results/{folder.name}/))"
-        )
-    tests: dict[str, str] = {}
-    for path in sorted(results.glob(TESTS_PATTERN)):
-        device, cell = tests_record(path)
-        tests[hardware_kind(device, "bf16")] = cell  # its device names its bf16 units or "no bf16 units"
-    tests["gpu"] = "the tests run on the CPU"
-    header = "| command | " + " | ".join(HARDWARE_KINDS.values()) + " |"
-    rows = [
-        ("`make sanity`", sanity),
-        ("`make test`", tests),
-    ]
-    body = "\n".join(
-        f"| {cmd} | " + " | ".join(cells.get(kind, "no committed run yet") for kind in HARDWARE_KINDS) + " |"
-        for cmd, cells in rows
-    )
-    return f"{header}\n| --- | --- | --- | --- |\n{body}"
-
-
-def comparison_block(results: Path, run: Run | None = None) -> str:
-    """This project's runs in ``results`` (``run``, when given, first as "This run", from its run directory) beside
-    the runs of others (``others_rows``: the course's reference run and the best runs of others, from their logs)."""
-    ours = (
-        [run_row("**This run**", run.summary, run.config, run.metrics[-1], RunDir(run.out_dir).phases)] if run else []
-    )
-    header = (
-        "| run | hardware | precision | tokens/step | steps | tokens | wall time | what crossed the target "
-        "| full-corpus loss at phase 0 / the worst of 64, 128, 192 |\n"
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |"
-    )
-    runs = (*ours, *project_runs(results, exclude=run.name if run else None), *others_rows(results))
-    rows = "\n".join("| " + " | ".join(row) + " |" for row in runs)
-    return (
-        f"{header}\n{rows}\n\nOnly this project's runs report the loss over the whole corpus; the others stopped on "
-        f"the loss of one step (or a mean of steps), which a noisy batch can cross early. The wall time of a resumed "
-        f"run adds up the training loops of its sessions, steps redone after a resume included; starting each "
-        f"session (loading the checkpoint) comes on top."
-    )
 
 
 def plot_block(plot_rel: str, name: str | None = None) -> str:
@@ -420,9 +159,9 @@ def metrics_block(run: Run, results_rel: str, max_rows: int = 8) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['step']:,.0f} | {r['loss']:.6f} | {_fmt(r.get('lr'), '.2e')} | {_fmt(r.get('tokens_seen'), ',.0f')} "
-            f"| {_fmt(r.get('tok_per_s'), ',.0f')} | {_fmt(r.get('elapsed_s'), '.1f')} s "
-            f"| {_fmt(r.get('corpus_loss'), '.6f')} |"
+            f"| {r['step']:,.0f} | {r['loss']:.6f} | {cell(r.get('lr'), '.2e')} | {cell(r.get('tokens_seen'), ',.0f')} "
+            f"| {cell(r.get('tok_per_s'), ',.0f')} | {cell(r.get('elapsed_s'), '.1f')} s "
+            f"| {cell(r.get('corpus_loss'), '.6f')} |"
         )
     return "\n".join(lines) + f"\n\n{len(run.metrics):,} rows in all: `{results_rel}/train_metrics.csv`."
 
@@ -529,10 +268,6 @@ def write_evidence(run: Run, results: Path) -> list[str]:
         return left_out
     except OSError as err:
         raise UserError(f"cannot write the evidence ({err.filename}: {err.strerror})") from None
-
-
-# The README's overview, drawn from results/ alone (every run's evidence there), refreshed whenever evidence is written.
-OVERVIEW_BLOCKS = {"RUNS": runs_block, "COMMANDS": commands_block, "COMPARISON": comparison_block}
 
 
 def run_blocks(run: Run, name: str, results: Path) -> dict[str, str]:

@@ -172,6 +172,28 @@ def progress(summary: dict[str, Any], last: dict[str, Any]) -> tuple[int, float 
     return int(summary["steps"]), summary.get("tokens_seen"), summary.get("wall_time_s")
 
 
+# summary.json's "stop" as summaries written before it was recorded would have said it: (what, the value's key)
+OLDER_STOPS = {
+    "full_corpus_loss": ("the full-corpus loss", "full_corpus_loss"),
+    "step_loss": ("one step's loss", "target_step_loss"),
+}
+
+
+def stop_of(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The stop rule that ended a run, as summary.json records it (rule, status, value, what), or None."""
+    if summary.get("stop"):
+        return summary["stop"]
+    if summary.get("stopped_by") in OLDER_STOPS:
+        what, key = OLDER_STOPS[summary["stopped_by"]]
+        return {"rule": summary["stopped_by"], "status": summary.get("status"), "value": summary.get(key), "what": what}
+    return None
+
+
+def cell(value: Any, spec: str = "") -> str:
+    """A value as a table cell: formatted with ``spec``, or "–" when there is none."""
+    return "–" if value is None else format(value, spec)
+
+
 def _rows_to_csv(rows: list[dict[str, str]]) -> str:
     buf = io.StringIO(newline="")
     writer = csv.DictWriter(buf, fieldnames=METRICS_COLUMNS, extrasaction="ignore")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nanogpt_lib import report, train
+from nanogpt_lib import overview, report, runlog, train
 from nanogpt_lib.errors import EXIT_USER_ERROR, UserError, run_cli
 
 from .conftest import run_module, tiny_args, write_small_corpus
@@ -78,7 +78,7 @@ def test_summary_tells_what_stopped_the_run(run_dir: Path) -> None:
         "rule": "step_loss", "status": "target_reached", "value": summary["target_step_loss"], "what": "one step's loss"
     }  # fmt: skip
     assert "Full-corpus loss" in block and "tiny, 6,862,464 parameters" in block
-    compared = report.comparison_block(run_dir.parent / "no-results", report.load_run(run_dir))
+    compared = overview.comparison_block(run_dir.parent / "no-results", report.load_run(run_dir))
     ours = next(line for line in compared.splitlines() if line.startswith("| **This run**"))
     assert "| 2×32×2 = 128 |" in ours and "| fp32 |" in ours and "one step's loss" in ours
 
@@ -304,10 +304,10 @@ def test_the_comparison_lists_the_projects_other_runs_from_results(run_dir: Path
         "| phase | tokens predicted | full-corpus loss | seconds |\n| ---: | ---: | ---: | ---: |\n"
         "| 0 | 99 | 0.5 | 1.0 |\n| 64 | 35 | 0.7 | 1.0 |\n| 128 | 20 | 0.9 | 1.0 |\n"
     )
-    assert report.phases_cell(tmp_path / "results" / "slow" / "phases.md") == "0.5000 / 0.9000 (phase 128)"
+    assert overview.phases_cell(tmp_path / "results" / "slow" / "phases.md") == "0.5000 / 0.9000 (phase 128)"
 
     # the other way round: the reached run is a row of the interrupted run's table
-    block = report.comparison_block(tmp_path / "results", report.load_run(slow))
+    block = overview.comparison_block(tmp_path / "results", report.load_run(slow))
     reached = next(line for line in block.splitlines() if line.startswith(f"| [{run_dir.name}]"))
     assert "one step's loss" in reached and "resume" not in reached
     assert sum(line.startswith("| [slow]") for line in block.splitlines()) == 0  # "This run" is not listed twice
@@ -316,14 +316,16 @@ def test_the_comparison_lists_the_projects_other_runs_from_results(run_dir: Path
 def test_a_run_logged_past_its_summary_is_reported_from_its_log(run_dir: Path, tmp_path: Path) -> None:
     summary = {"status": "interrupted", "steps": 4, "tokens_seen": 512, "wall_time_s": 10.0}
     last = {"step": 8, "tokens_seen": 1024, "elapsed_s": 30.0, "loss": 5.25}
-    assert report.progress(summary, last) == (8, 1024, 30.0)  # steps, tokens and time from one source
-    assert report._crossed(summary, last) == "not yet: resumed after its last stop, resumable (last logged loss 5.2500)"
-    assert report.progress(summary, {**last, "step": 4}) == (4, 512, 10.0)
+    assert runlog.progress(summary, last) == (8, 1024, 30.0)  # steps, tokens and time from one source
+    resumed = "not yet: resumed after its last stop, resumable (last logged loss 5.2500)"
+    assert overview._crossed(summary, last) == resumed
+    assert runlog.progress(summary, {**last, "step": 4}) == (4, 512, 10.0)
     reached = {**summary, "status": "target_reached", "steps": 8}
-    assert report.progress(reached, last) == (8, 512, 10.0)
+    assert runlog.progress(reached, last) == (8, 512, 10.0)
     # a run resumed after it diverged (or ran out of steps) is not shown as diverged by its old summary
     diverged = {**summary, "status": "diverged", "stop": {"rule": "diverged", "what": "a loss that is not a number"}}
-    assert report.progress(diverged, last) == (8, 1024, 30.0) and report._crossed(diverged, last).startswith("not yet")
+    assert runlog.progress(diverged, last) == (8, 1024, 30.0)
+    assert overview._crossed(diverged, last).startswith("not yet")
     # the run's own summary block says the same as its row
     run = report.load_run(run_dir)
     run.summary = dict(summary)

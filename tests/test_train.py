@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogpt_lib import checkpoint, evaluate, report, runlog
+from nanogpt_lib import checkpoint, evaluate, overview, runlog
 from nanogpt_lib.config import TrainConfig
 from nanogpt_lib.errors import EXIT_USER_ERROR, run_cli
 from nanogpt_lib.model import GPT, model_config
@@ -262,7 +262,7 @@ def test_evaluate_cli_gives_the_loops_full_corpus_loss_at_phase_0_and_others_els
     assert evaluate.main([*args, "--phases", "0,5", "--out", str(phases)]) == 0
     assert runlog.read_phase_table(phases) == pytest.approx(losses, abs=1e-6)
     assert "Command: `python -m nanogpt_lib.evaluate --checkpoint" in phases.read_text()
-    assert report.phases_cell(phases) == f"{losses[0]:.4f}"  # no phase 64, 128 or 192 measured
+    assert overview.phases_cell(phases) == f"{losses[0]:.4f}"  # no phase 64, 128 or 192 measured
     assert phases in RunDir(out).evidence()
 
 
