@@ -162,6 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def measure_phases(out_dir: str | Path, seq_len: int) -> int:
+    """The full-corpus loss of a run's last.pt at phase 0 and a quarter, half and three quarters of a window on
+    (0, 64, 128 and 192 for windows of 256), printed and written to its phases.md: what ``make phases`` does."""
+    run_dir = RunDir(out_dir)
+    phases = ",".join(str(seq_len * quarter // 4) for quarter in range(4))
+    return main(["--checkpoint", str(run_dir.last), "--phases", phases, "--out", str(run_dir.phases)])
+
+
 def cli() -> None:
     sys.exit(run_cli(main))
 

@@ -12,6 +12,8 @@ import pytest
 
 pm = pytest.importorskip("papermill")
 
+from nanogpt_lib import runlog  # noqa: E402
+
 from .conftest import ROOT, write_small_corpus  # noqa: E402
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -109,6 +111,20 @@ def test_rerunning_the_training_notebook_resumes(executed) -> None:
     nb = execute("04_full_training", again, input_file=str(executed["corpus"]), out_dir=str(executed["run"]), **params)
     assert "Resumed from" in text_of(nb) and "at step 4" in text_of(nb)
     assert json.loads((executed["run"] / "summary.json").read_text())["steps"] == 6
+
+
+def test_a_run_at_its_target_measures_its_phases_and_one_short_of_it_does_not(executed) -> None:
+    assert "Not at the target (completed)" in text_of(executed["nbs"]["04"])
+    assert not (executed["run"] / "phases.md").exists()
+    reached = executed["dir"] / "reached"
+    reached.mkdir()
+    run = reached / "run"
+    nb = execute("04_full_training", reached, input_file=str(executed["corpus"]), out_dir=str(run),
+                 **{**TINY_RUN, "target_loss": 11.5})  # fmt: skip
+    assert json.loads((run / "summary.json").read_text())["status"] == "target_reached"
+    losses = runlog.read_phase_table(run / "phases.md")  # phase 0 and a quarter, half, three quarters of 32 on
+    assert losses is not None and sorted(losses) == [0, 8, 16, 24] and "| 24 |" in text_of(nb)
+    assert "--phases 0,8,16,24" in (run / "phases.md").read_text()
 
 
 def test_a_misspelt_parameter_fails_with_a_clear_message(executed) -> None:
