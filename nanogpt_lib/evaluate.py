@@ -23,7 +23,7 @@ from .data import eval_windows
 from .device import AMP_CHOICES, DEVICE_CHOICES, autocast, device_name, pick_device, resolve_amp
 from .distributed import Group
 from .errors import UserError, run_cli
-from .rundir import RunDir
+from .rundir import RunDir, phases_for
 from .sample import load_model
 from .tokenizer import encode_file
 
@@ -162,12 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure_phases(out_dir: str | Path, seq_len: int) -> int:
-    """The full-corpus loss of a run's last.pt at phase 0 and a quarter, half and three quarters of a window on
-    (0, 64, 128 and 192 for windows of 256), printed and written to its phases.md: what ``make phases`` does."""
-    run_dir = RunDir(out_dir)
-    phases = ",".join(str(seq_len * quarter // 4) for quarter in range(4))
-    return main(["--checkpoint", str(run_dir.last), "--phases", phases, "--out", str(run_dir.phases)])
+def measure_phases(out_dir: str | Path, seq_len: int, device: str = "auto") -> int:
+    """The full-corpus loss of a run's last.pt at ``rundir.phases_for(seq_len)`` (0, 64, 128 and 192 for windows of
+    256 tokens or more), printed and written to its phases.md, on ``device``."""
+    run_dir, phases = RunDir(out_dir), ",".join(map(str, phases_for(seq_len)))
+    argv = ["--checkpoint", str(run_dir.last), "--phases", phases, "--out", str(run_dir.phases), "--device", device]
+    return main(argv)
 
 
 def cli() -> None:

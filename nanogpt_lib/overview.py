@@ -63,15 +63,12 @@ def _verdict(summary: dict[str, Any], last: dict[str, Any]) -> str:
     return f"**target reached** by the {crossed}" if summary.get("status") == "target_reached" else crossed
 
 
-OTHER_PHASES = (64, 128, 192)  # where the phase column looks besides phase 0
-
-
 def phases_cell(phases_file: Path) -> str:
-    """The full-corpus loss at phase 0 and the worst of OTHER_PHASES, from a run's phases.md (evaluate --out)."""
+    """The full-corpus loss at phase 0 and at the worst other phase of a run's phases.md (evaluate --out)."""
     losses = runlog.read_phase_table(phases_file)
     if losses is None:
         return "not measured" if not phases_file.is_file() else "not measured (the checkpoint is gone)"
-    others = [(losses[p], p) for p in OTHER_PHASES if p in losses]
+    others = [(loss, phase) for phase, loss in losses.items() if phase != 0]
     worst = f" / {max(others)[0]:.4f} (phase {max(others)[1]})" if others else ""
     return f"{losses[0]:.4f}{worst}" if 0 in losses else worst.lstrip(" /")
 
@@ -246,7 +243,7 @@ def comparison_block(results: Path, run: Run | None = None) -> str:
     )
     header = (
         "| run | hardware | precision | tokens/step | steps | tokens | wall time | what crossed the target "
-        "| full-corpus loss at phase 0 / the worst of 64, 128, 192 |\n"
+        "| full-corpus loss at phase 0 / at the worst other phase |\n"
         "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |"
     )
     runs = (*ours, *project_runs(results, exclude=run.name if run else None), *others_rows(results))

@@ -55,6 +55,19 @@ FILES = (
 )
 
 
+# where phases.md measures the full-corpus loss: phase 0 (the loop's windows) and three cuts later in a window of 256
+# (a window shorter than 193 tokens is measured at the quarters of its length instead)
+PHASES = (0, 64, 128, 192)
+
+
+def phases_for(seq_len: int) -> list[int]:
+    """The phases a run with windows of ``seq_len`` tokens is measured at (``PHASES``, or the quarters of a shorter
+    window)."""
+    if seq_len > max(PHASES):
+        return list(PHASES)
+    return sorted({seq_len * quarter // 4 for quarter in range(4)})
+
+
 def evidence_name(attr: str) -> str:
     """The name a run file has in results/<run>/ (its file name), by its RunDir attribute."""
     return Path(next(f.path for f in FILES if f.attr == attr)).name

@@ -304,8 +304,9 @@ class Trainer:
         return self.stop_asked if self.parts.group.enabled else self.stop_requests.signal is not None
 
     def _step(self, first: bool) -> tuple[float, torch.Tensor | None, float]:
-        """One optimizer step, timed: the step loss (fp32, the one host-device sync per step), gradient norm, rate.
-        The first step of a session counts as warm-up (allocation, compilation), apart from the training time."""
+        """One optimizer step, timed; the first of a session counts as warm-up (allocation, compilation).
+
+        Returns the step loss (fp32, the one host-device sync per step), the gradient norm and the rate."""
         cfg, state, p = self.cfg, self.state, self.parts
         with state.timers.phase("warmup_s" if first else "train_s"):
             loss, grad_norm, lr = p.train_step(cfg, state.step + 1)

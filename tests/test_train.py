@@ -18,7 +18,7 @@ from nanogpt_lib.errors import EXIT_USER_ERROR, run_cli
 from nanogpt_lib.model import GPT, model_config
 from nanogpt_lib.optim import lr_at
 from nanogpt_lib.records import changed_options
-from nanogpt_lib.rundir import RunDir
+from nanogpt_lib.rundir import RunDir, phases_for
 from nanogpt_lib.runlog import METRICS_COLUMNS
 from nanogpt_lib.step import accumulate_gradients
 from nanogpt_lib.train import main
@@ -262,8 +262,11 @@ def test_evaluate_cli_gives_the_loops_full_corpus_loss_at_phase_0_and_others_els
     assert evaluate.main([*args, "--phases", "0,5", "--out", str(phases)]) == 0
     assert runlog.read_phase_table(phases) == pytest.approx(losses, abs=1e-6)
     assert "Command: `python -m nanogpt_lib.evaluate --checkpoint" in phases.read_text()
-    assert overview.phases_cell(phases) == f"{losses[0]:.4f}"  # no phase 64, 128 or 192 measured
+    assert overview.phases_cell(phases) == f"{losses[0]:.4f} / {losses[5]:.4f} (phase 5)"  # the worst other phase
     assert phases in RunDir(out).evidence()
+    # the phases a run is measured at: 0, 64, 128, 192, or the quarters of a window too short for them
+    assert phases_for(256) == phases_for(1024) == [0, 64, 128, 192]
+    assert phases_for(32) == [0, 8, 16, 24] and phases_for(2) == [0, 1]
 
 
 def test_a_resume_reports_only_the_options_it_really_changed() -> None:
