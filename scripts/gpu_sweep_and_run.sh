@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# On one CUDA GPU, in one go and within a time budget, the parts named by PARTS (default: recipe), in this order:
-# recipe: the recipe sweep (params/sweep_gpu.yaml, every trial on the whole corpus to the target or 800 steps), then
+# On one CUDA GPU, in one go and within a time budget, the parts named by PARTS (default: sanity recipe), in this
+# order: sanity: `make sanity` (200 steps, under a minute on a GPU), whose evidence fills the README's GPU cell of the
+# first command; recipe: the recipe sweep (params/sweep_gpu.yaml, every trial on the whole corpus to the target or 800 steps), then
 # the real run of its winner (written to params/gpu-124m-fast.yaml) through notebook 04 into out/<gpu>-fast;
 # run: the real run of the committed GPU recipe (params/gpu-124m.yaml); each real run with its phase table, HTML and
 # report (README blocks and results/<run name>/); bench: the training step against transformers; sweep: the moonshot
@@ -11,7 +12,7 @@
 # For a GPU machine without internet whose Python lacks papermill and nbconvert, first, on a machine with a package
 # index:  bash scripts/fetch_notebook_wheels.sh; mkdir -p .carry && cp data/input.txt .carry/
 # then copy the repository (with .whl/ and .carry/) to the GPU machine and run:  bash scripts/gpu_sweep_and_run.sh
-# A dry run on a CPU, tiny model:  DEVICE=cpu NO_WHEELS=1 GPU_TAG=cpu-dry BUDGET_S=300 \
+# A dry run on a CPU, tiny model:  PARTS=recipe DEVICE=cpu NO_WHEELS=1 GPU_TAG=cpu-dry BUDGET_S=300 \
 #   RUN_PARAMS="-p model tiny -p steps 30 -p batch_size 4 -p seq_len 64 -p compile False" \
 #   BENCH_ARGS="--model tiny --batch_size 4 --seq_len 64" REFERENCE_BENCH_ARGS="--model tiny --grad_accum 2" \
 #   SWEEP_PLAN=plan.yaml SWEEP_ARGS="--token_cap 20000" bash scripts/gpu_sweep_and_run.sh
@@ -19,8 +20,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 START=$(date +%s)
 BUDGET_S=${BUDGET_S:-560}  # seconds for all of it; each part gets what is left, the sweep last
-PARTS=${PARTS:-recipe}  # which parts, in this order: recipe (sweep, then its winner's real run), run (the committed
-# GPU recipe params/gpu-124m.yaml), bench, sweep (the moonshot plan); e.g. PARTS="recipe bench"
+PARTS=${PARTS:-sanity recipe}  # which parts, in this order: sanity, recipe (sweep, then its winner's real run), run
+# (the committed GPU recipe params/gpu-124m.yaml), bench, sweep (the moonshot plan); e.g. PARTS="recipe bench"
 OUT=${OUT:-out/device}
 DEVICE=${DEVICE:-cuda}
 RUN_PARAMS=${RUN_PARAMS:-}
@@ -89,6 +90,17 @@ if [ "$rc" != 0 ]; then  # e.g. a run short of the target does not replace the R
   python3 -m nanogpt_lib.report --out_dir "$run_dir" --evidence_only
   echo "== evidence only: exit status $?"
 fi
+}
+
+[[ " $PARTS " == *" sanity "* ]] && {
+echo "== make sanity: 200 steps of the 124M model into out_sanity/, its evidence in results/sanity-<kind of machine>/"
+if command -v make >/dev/null; then  # the Makefile's own command, with this Python and no set-up (no package index)
+  timeout "$(upto 480)" make -o setup -o data/input.txt sanity PY=python3
+  echo "== sanity exit status $?"
+else
+  echo "== no make on this machine: no sanity run"
+fi
+pack sanity
 }
 
 [[ " $PARTS " == *" recipe "* ]] && {
