@@ -12,7 +12,7 @@ reader), checkpoint and checkpoint_writer (atomic saves, in the background), ato
 The course helpers: sample (generation and its CLI), report (README and results/ from a run directory), overview
 (every run in results/ beside the runs of others), plots (the loss curve), notebook (notebook helpers), corpus_stats
 and model_stats (figures the notebooks show), download (the course file), export (a checkpoint as a Hugging Face model
-folder).
+folder) and model_card (its README.md, with the run's numbers).
 The tools: bench (speed against transformers), sweep (recipe trials), hf_compat (our weights in transformers' GPT-2),
 space_load (the Space's app under a burst of requests).
 """

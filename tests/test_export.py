@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogpt_lib import checkpoint, export
+from nanogpt_lib import checkpoint, export, model_card
 from nanogpt_lib.errors import UserError
 from nanogpt_lib.sample import load_model
 from nanogpt_lib.tokenizer import get_tokenizer, packaged_bpe_files
 
-from .conftest import run_module
+from .conftest import ROOT, run_module
 from .test_errors import fails_cleanly
 from .tiny_export import export_run, train_tiny
 
@@ -99,7 +99,9 @@ def test_model_card_holds_metadata_and_the_run_numbers(exported) -> None:
     meta = yaml.safe_load(card.split("---\n")[1])
     assert meta["license"] == "mit" and meta["pipeline_tag"] == "text-generation" and "gpt2" in meta["tags"]
     summary = json.loads((exported["run"] / "summary.json").read_text())
-    table = card.split(export.SUMMARY_START)[1].split(export.SUMMARY_END)[0]
+    table = card.split(model_card.SUMMARY_START)[1].split(model_card.SUMMARY_END)[0]
+    app = (ROOT / "space" / "app.py").read_text(encoding="utf-8")  # the Space finds the table by the same markers
+    assert f'"{model_card.SUMMARY_START}"' in app and f'"{model_card.SUMMARY_END}"' in app
     assert f"| optimizer steps | {summary['steps']} (of at most 8) |" in table
     assert f"| final step loss | {summary['final_step_loss']:.4f} |" in table
     assert "| full-corpus loss | not available |" in table  # a run that never reached its target never measured it
