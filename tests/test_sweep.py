@@ -145,3 +145,12 @@ def test_a_resumed_sweep_still_names_the_best_recipe_among_kept_rows(
     assert run_cli(sweep.main, [*common, "--resume", "--best", str(best)]) == 0
     assert "trial 'a': kept" in capsys.readouterr().out  # nothing runs again
     assert yaml.safe_load(best.read_text())["stop_on"] == "corpus" and "trial 'a'" in best.read_text()
+
+
+PLANS = sorted((Path(__file__).resolve().parents[1] / "params").glob("sweep_*.yaml"))
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: p.name)
+def test_every_committed_plan_loads_and_validates(plan: Path) -> None:
+    base, trials = sweep.load_plan(plan)
+    assert base["model"] == "gpt2-124m" and trials
