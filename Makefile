@@ -59,7 +59,7 @@ overnight: kernel data/input.txt  ## the proven recipe (RECIPE=auto|cpu|gpu|refe
 		--log-output -p out_dir $(RUN_DIR) $$recipe $(PARAMS)
 
 phases: setup  ## the full-corpus loss of $(RUN_DIR)'s last.pt at phases 0, 64, 128, 192, into $(RUN_DIR)/phases.md
-	$(PY) -m nanogpt_lib.evaluate --checkpoint $(RUN_DIR)/checkpoints/last.pt --phases 0,64,128,192 \
+	$(PY) -m nanogpt_lib.evaluate --checkpoint $(RUN_DIR)/checkpoints/last.pt --phases standard \
 		--out $(RUN_DIR)/phases.md
 
 report: kernel  ## notebook 05 on $(RUN_DIR) (the README's results), then make html: all a grader opens in results/<run>/

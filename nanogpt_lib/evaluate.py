@@ -23,11 +23,12 @@ from .data import eval_windows
 from .device import AMP_CHOICES, DEVICE_CHOICES, autocast, device_name, pick_device, resolve_amp
 from .distributed import Group
 from .errors import UserError, run_cli
-from .rundir import RunDir, phases_for
+from .rundir import PHASES, RunDir, phases_for
 from .sample import load_model
 from .tokenizer import encode_file
 
 SINGLE = Group()  # one process: nothing to reduce
+STANDARD = "standard"  # --phases: the phases a run is measured at (rundir.phases_for its seq_len)
 
 
 @torch.no_grad()
@@ -78,7 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"else {TrainConfig.input_file})",
     )
     parser.add_argument("--seq_len", type=int, help=f"window length (default: the run's, else {TrainConfig.seq_len})")
-    parser.add_argument("--phases", default="0", help="comma-separated phases, each in 0..seq_len-1 (default: 0)")
+    parser.add_argument(
+        "--phases",
+        default="0",
+        help=f"comma-separated phases, each in 0..seq_len-1, or '{STANDARD}': {','.join(map(str, PHASES))} (the "
+        f"quarters of a window shorter than {max(PHASES) + 1} tokens), what notebook 04 measures at the target "
+        "(default: 0)",
+    )
     parser.add_argument(
         "--out",
         help="also write the table, with this command and the model's details above it, to this markdown file "
@@ -99,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_phases(text: str, seq_len: int) -> list[int]:
+    if text.strip() == STANDARD:
+        return phases_for(seq_len)
     try:
         phases = [int(p) for p in text.split(",") if p.strip()]
     except ValueError:

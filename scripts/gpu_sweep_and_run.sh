@@ -77,7 +77,7 @@ cp "$run_dir/logs/train.log" "$OUT/$(basename "$run_dir").train.log" 2>/dev/null
 if [ ! -f "$run_dir/phases.md" ]; then  # notebook 04 measured them if the run reached its target
   echo "== the full-corpus loss of its last.pt at phases 0, 64, 128, 192 (make phases)"
   timeout "$(upto 60)" python3 -m nanogpt_lib.evaluate --checkpoint "$run_dir/checkpoints/last.pt" \
-    --phases 0,64,128,192 --out "$run_dir/phases.md" --device "$DEVICE"
+    --phases standard --out "$run_dir/phases.md" --device "$DEVICE"
 fi
 
 echo "== HTML, then the report (README blocks and results/$(basename "$run_dir")/)"

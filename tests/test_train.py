@@ -267,6 +267,7 @@ def test_evaluate_cli_gives_the_loops_full_corpus_loss_at_phase_0_and_others_els
     # the phases a run is measured at: 0, 64, 128, 192, or the quarters of a window too short for them
     assert phases_for(256) == phases_for(1024) == [0, 64, 128, 192]
     assert phases_for(32) == [0, 8, 16, 24] and phases_for(2) == [0, 1]
+    assert evaluate.parse_phases("standard", 32) == [0, 8, 16, 24]  # what make phases asks for
 
 
 def test_a_resume_reports_only_the_options_it_really_changed() -> None:
