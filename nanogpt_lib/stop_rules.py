@@ -39,9 +39,13 @@ def near_target_pass(state: LoopState, target: float, log_every: int) -> str | N
     mean = state.recent_mean
     predicted = mean + state.corpus_offset
     window = len(state.recent_losses)
+    if predicted <= target and state.corpus_offset:
+        return (
+            f"the mean step loss of the last {window} steps, {mean:.6f}, plus the last pass's offset "
+            f"{state.corpus_offset:+.6f}, predicts {predicted:.6f} <= {target}"
+        )
     if predicted <= target:
-        offset = f", plus the last pass's offset {state.corpus_offset:+.6f}," if state.corpus_offset else ""
-        return f"the mean step loss of the last {window} steps, {mean:.6f}{offset} predicts {predicted:.6f} <= {target}"
+        return f"the mean step loss of the last {window} steps, {mean:.6f}, is at the target ({target})"
     if mean <= target and since >= RECHECK_WINDOWS * log_every:
         return (
             f"the mean step loss of the last {window} steps, {mean:.6f}, is at the target "

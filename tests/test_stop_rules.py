@@ -37,7 +37,10 @@ def test_near_target_pass(losses: list[float], offset: float, since: int, runs: 
 def test_corpus_pass_reason_follows_the_options() -> None:
     at_target = state_at(100, [0.05, 0.05])
     assert stop_rules.corpus_pass_reason(TrainConfig(log_every=2, stop_on="step"), at_target) is None
-    assert "predicts" in stop_rules.corpus_pass_reason(TrainConfig(log_every=2, stop_on="corpus"), at_target)
+    reason = stop_rules.corpus_pass_reason(TrainConfig(log_every=2, stop_on="corpus"), at_target)
+    assert reason == "the mean step loss of the last 2 steps, 0.050000, is at the target (0.099999)"
+    offset = stop_rules.corpus_pass_reason(TrainConfig(log_every=2, stop_on="corpus"), state_at(100, [0.05], 0.02))
+    assert offset.endswith("0.050000, plus the last pass's offset +0.020000, predicts 0.070000 <= 0.099999")
     far = state_at(100, [5.0, 5.0])
     assert "--eval_every" in stop_rules.corpus_pass_reason(TrainConfig(log_every=2, eval_every=50), far)
     assert stop_rules.corpus_pass_reason(TrainConfig(log_every=2, eval_every=30), far) is None
