@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped with Ctrl-C
 
 
 class UserError(Exception):
@@ -20,9 +21,12 @@ class UserError(Exception):
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run an entry point's ``main`` and turn a :class:`UserError` into one line on stderr."""
+    """Run an entry point's ``main`` and turn a :class:`UserError`, or Ctrl-C, into one line on stderr."""
     try:
         return int(main(argv) or 0)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt as err:  # its message, if any, says what was kept
+        print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

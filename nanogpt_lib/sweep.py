@@ -376,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
                 row = run_trial(model, runner, tokens, cfg, device, amp, args.token_cap, args.time_cap_s)
             except torch.OutOfMemoryError:  # one trial's batch too large for this card: the others still run
                 row = out_of_memory_row(device)
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(
+                    f"trial {name!r} was cut off; the {len(records)} trials before it stay in {json_path} and {out}, "
+                    "and the same command with --resume runs the rest"
+                ) from None
             record = {"trial": name, "options": options, "corpus": corpus, **caps, **row}
         records.append(record)
         rows.append(_fmt_row(name, cfg, record))

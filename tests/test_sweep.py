@@ -10,7 +10,7 @@ import yaml
 
 from nanogpt_lib import sweep
 from nanogpt_lib.config import parse_train_args
-from nanogpt_lib.errors import EXIT_USER_ERROR, UserError, run_cli
+from nanogpt_lib.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, run_cli
 
 
 def write_plan(path: Path, corpus: Path, trials: list[dict]) -> Path:
@@ -130,6 +130,31 @@ def test_a_resumed_sweep_keeps_finished_rows_and_runs_the_rest(small_corpus: Pat
     assert "needs the sweep's records" in capsys.readouterr().err and out.read_text() == table
     assert run_cli(sweep.main, ["--plan", str(changed), *common, "--json", str(out)]) == EXIT_USER_ERROR
     assert "same file" in capsys.readouterr().err and out.read_text() == table
+
+
+def test_ctrl_c_keeps_the_finished_trials_and_says_how_to_go_on(
+    small_corpus: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    plan = write_plan(tmp_path / "plan.yaml", small_corpus, [{"name": "a", "lr": 1e-6}, {"name": "b", "lr": 2e-6}])
+    out, records = tmp_path / "sweep.md", tmp_path / "sweep.json"
+    args = ["--plan", str(plan), "--out", str(out), "--token_cap", "256", "--device", "cpu", "--json", str(records)]
+    real = sweep.run_trial
+
+    def cut_off_in_b(model, runner, tokens, cfg, *rest):
+        if cfg.lr == 2e-6:
+            raise KeyboardInterrupt
+        return real(model, runner, tokens, cfg, *rest)
+
+    monkeypatch.setattr(sweep, "run_trial", cut_off_in_b)
+    assert run_cli(sweep.main, args) == EXIT_INTERRUPTED
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted: trial 'b' was cut off; the 1 trials before it stay in") and "--resume" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert [r["trial"] for r in json.loads(records.read_text())] == ["a"]
+    monkeypatch.setattr(sweep, "run_trial", real)
+    assert run_cli(sweep.main, [*args, "--resume"]) == 0  # and --resume runs the rest
+    assert [r["trial"] for r in json.loads(records.read_text())] == ["a", "b"]
+    assert "trial 'a': kept" in capsys.readouterr().out
 
 
 def test_a_resumed_sweep_still_names_the_best_recipe_among_kept_rows(
