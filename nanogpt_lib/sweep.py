@@ -335,6 +335,14 @@ def trial_options(base: dict[str, Any], trial: dict[str, Any]) -> dict[str, Any]
     return {**base, **{k: v for k, v in trial.items() if k != "name"}}
 
 
+def make_parents(*paths: Path) -> None:
+    try:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create {err.filename}: {err.strerror}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -354,11 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     if json_path.resolve() == out.resolve():
         raise UserError(f"--json and --out are the same file ({out}); give the records a name of their own")
     header = table_header(args, argv, device_name(device), first, model.num_params(), amp, corpus)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create {err.filename}: {err.strerror}") from None
+    make_parents(out, json_path)
     caps_line = next(line for line in header if line.startswith("- each trial:"))
     kept = kept_records(args, out, json_path, caps_line, trials, base, corpus)
     caps = {"token_cap": args.token_cap, "time_cap_s": args.time_cap_s}  # each record names its corpus and caps
