@@ -179,3 +179,12 @@ PLANS = sorted((Path(__file__).resolve().parents[1] / "params").glob("sweep_*.ya
 def test_every_committed_plan_loads_and_validates(plan: Path) -> None:
     base, trials = sweep.load_plan(plan)
     assert base["model"] == "gpt2-124m" and trials
+
+
+def test_an_out_folder_that_cannot_be_made_is_one_line(small_corpus: Path, tmp_path: Path, capsys) -> None:
+    plan = write_plan(tmp_path / "plan.yaml", small_corpus, [{"name": "a"}])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    args = ["--plan", str(plan), "--out", str(blocker / "sweep.md"), "--token_cap", "64", "--device", "cpu"]
+    assert run_cli(sweep.main, args) == EXIT_USER_ERROR
+    assert capsys.readouterr().err.startswith("error: cannot create")
