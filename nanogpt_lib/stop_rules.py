@@ -39,13 +39,11 @@ def near_target_pass(state: LoopState, target: float, log_every: int) -> str | N
     mean = state.recent_mean
     predicted = mean + state.corpus_offset
     window = len(state.recent_losses)
-    if predicted <= target and state.corpus_offset:
-        return (
-            f"the mean step loss of the last {window} steps, {mean:.6f}, plus the last pass's offset "
-            f"{state.corpus_offset:+.6f}, predicts {predicted:.6f} <= {target}"
-        )
     if predicted <= target:
-        return f"the mean step loss of the last {window} steps, {mean:.6f}, is at the target ({target})"
+        said = f"the mean step loss of the last {window} steps, {mean:.6f},"
+        if not state.corpus_offset:
+            return f"{said} is at the target ({target})"
+        return f"{said} plus the last pass's offset {state.corpus_offset:+.6f}, predicts {predicted:.6f} <= {target}"
     if mean <= target and since >= RECHECK_WINDOWS * log_every:
         return (
             f"the mean step loss of the last {window} steps, {mean:.6f}, is at the target "
