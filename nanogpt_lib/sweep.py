@@ -321,6 +321,11 @@ def kept_records(
     return {r["trial"]: r for r in records if r["trial"] in wanted and wanted[r["trial"]] == settings(r.get("options"))}
 
 
+def later_kept(trials: list[dict[str, Any]], kept: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials among ``trials`` (those of the plan not reached yet) whose records ``--resume`` keeps."""
+    return [t for t in trials if t["name"] in kept]
+
+
 def settings(options: Any) -> dict[str, Any] | None:
     """What a trial trains with: its options with every default filled in (None when they are no valid options), so
     that an option moved to the plan's base, or a default spelt out, is the same trial."""
@@ -369,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[str] = []
     records: list[dict[str, Any]] = []
     best: tuple[int, str] | None = None
-    for trial in trials:
+    for i, trial in enumerate(trials):
         name, options = trial["name"], trial_options(base, trial)
         cfg = TrainConfig.from_dict(options)
         if name in kept:  # finished by an earlier sweep with these options, corpus and caps
@@ -381,15 +386,21 @@ def main(argv: list[str] | None = None) -> int:
             except torch.OutOfMemoryError:  # one trial's batch too large for this card: the others still run
                 row = out_of_memory_row(device)
             except KeyboardInterrupt:
+                finished = len(records) + len(later_kept(trials[i + 1 :], kept))
                 raise KeyboardInterrupt(
-                    f"trial {name!r} was cut off; the {len(records)} trials before it stay in {json_path} and {out}, "
+                    f"trial {name!r} was cut off; the {finished} finished trials stay in {json_path} and {out}, "
                     "and the same command with --resume runs the rest"
                 ) from None
             record = {"trial": name, "options": options, "corpus": corpus, **caps, **row}
         records.append(record)
         rows.append(_fmt_row(name, cfg, record))
-        write_table(out, header, rows)  # the table is drawn from the records, rewritten after every trial
-        runlog.write_json(json_path, records)
+        # the table is drawn from the records, rewritten after every trial; kept trials further down the plan stay in
+        # both files, so a resumed sweep cut off again loses none of them
+        later = later_kept(trials[i + 1 :], kept)
+        later_rows = [_fmt_row(t["name"], TrainConfig.from_dict(trial_options(base, t)), kept[t["name"]]) for t in
+                      later]  # fmt: skip
+        write_table(out, header, rows + later_rows)
+        runlog.write_json(json_path, records + [kept[t["name"]] for t in later])
         print(rows[-1], flush=True)
         if better(record["corpus_cross"], record.get("mid_phase_loss"), cfg.target_loss, best):
             best = (record["corpus_cross"][1], name)

@@ -148,13 +148,40 @@ def test_ctrl_c_keeps_the_finished_trials_and_says_how_to_go_on(
     monkeypatch.setattr(sweep, "run_trial", cut_off_in_b)
     assert run_cli(sweep.main, args) == EXIT_INTERRUPTED
     err = capsys.readouterr().err.strip()
-    assert err.startswith("interrupted: trial 'b' was cut off; the 1 trials before it stay in") and "--resume" in err
+    assert err.startswith("interrupted: trial 'b' was cut off; the 1 finished trials stay in") and "--resume" in err
     assert "Traceback" not in err and len(err.splitlines()) == 1
     assert [r["trial"] for r in json.loads(records.read_text())] == ["a"]
     monkeypatch.setattr(sweep, "run_trial", real)
     assert run_cli(sweep.main, [*args, "--resume"]) == 0  # and --resume runs the rest
     assert [r["trial"] for r in json.loads(records.read_text())] == ["a", "b"]
     assert "trial 'a': kept" in capsys.readouterr().out
+
+
+def test_a_resumed_sweep_cut_off_again_keeps_the_finished_trials_further_down_the_plan(
+    small_corpus: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    out, records = tmp_path / "sweep.md", tmp_path / "sweep.json"
+    common = ["--out", str(out), "--token_cap", "256", "--device", "cpu", "--json", str(records)]
+    a, b, c = {"name": "a", "lr": 1e-6}, {"name": "b", "lr": 2e-6}, {"name": "c", "lr": 3e-6}
+    assert run_cli(sweep.main, ["--plan", str(write_plan(tmp_path / "plan.yaml", small_corpus, [a, c])), *common]) == 0
+    row_c = next(line for line in out.read_text().splitlines() if line.startswith("| c |"))
+    real = sweep.run_trial
+
+    def cut_off_in_b(model, runner, tokens, cfg, *rest):
+        if cfg.lr == 2e-6:
+            raise KeyboardInterrupt
+        return real(model, runner, tokens, cfg, *rest)
+
+    monkeypatch.setattr(sweep, "run_trial", cut_off_in_b)
+    grown = ["--plan", str(write_plan(tmp_path / "plan.yaml", small_corpus, [a, b, c])), *common, "--resume"]
+    assert run_cli(sweep.main, grown) == EXIT_INTERRUPTED
+    assert "the 2 finished trials stay in" in capsys.readouterr().err
+    assert [r["trial"] for r in json.loads(records.read_text())] == ["a", "c"]
+    assert row_c in out.read_text().splitlines()
+    monkeypatch.setattr(sweep, "run_trial", real)
+    assert run_cli(sweep.main, grown) == 0
+    assert [r["trial"] for r in json.loads(records.read_text())] == ["a", "b", "c"]
+    assert "trial 'c': kept" in capsys.readouterr().out
 
 
 def test_a_resumed_sweep_still_names_the_best_recipe_among_kept_rows(
