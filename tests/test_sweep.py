@@ -93,6 +93,18 @@ def test_a_sweep_on_a_slice_of_the_corpus(small_corpus: Path, tmp_path: Path) ->
     assert row[3] == "passes, random_phase" and row[10] == "640" and float(row[15]) > 10
 
 
+def ctrl_c_at_lr(lr: float):
+    """A stand-in for ``sweep.run_trial`` that is interrupted in the trial with this rate and runs the others."""
+    real = sweep.run_trial
+
+    def run_trial(model, runner, tokens, cfg, *rest):
+        if cfg.lr == lr:
+            raise KeyboardInterrupt
+        return real(model, runner, tokens, cfg, *rest)
+
+    return run_trial
+
+
 def test_a_resumed_sweep_keeps_finished_rows_and_runs_the_rest(small_corpus: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "sweep.md"
     first = write_plan(tmp_path / "plan.yaml", small_corpus, [{"name": "a", "lr": 1e-6}])
@@ -139,13 +151,7 @@ def test_ctrl_c_keeps_the_finished_trials_and_says_how_to_go_on(
     out, records = tmp_path / "sweep.md", tmp_path / "sweep.json"
     args = ["--plan", str(plan), "--out", str(out), "--token_cap", "256", "--device", "cpu", "--json", str(records)]
     real = sweep.run_trial
-
-    def cut_off_in_b(model, runner, tokens, cfg, *rest):
-        if cfg.lr == 2e-6:
-            raise KeyboardInterrupt
-        return real(model, runner, tokens, cfg, *rest)
-
-    monkeypatch.setattr(sweep, "run_trial", cut_off_in_b)
+    monkeypatch.setattr(sweep, "run_trial", ctrl_c_at_lr(2e-6))
     assert run_cli(sweep.main, args) == EXIT_INTERRUPTED
     err = capsys.readouterr().err.strip()
     assert err.startswith("interrupted: trial 'b' was cut off; the 1 finished trials stay in") and "--resume" in err
@@ -166,13 +172,7 @@ def test_a_resumed_sweep_cut_off_again_keeps_the_finished_trials_further_down_th
     assert run_cli(sweep.main, ["--plan", str(write_plan(tmp_path / "plan.yaml", small_corpus, [a, c])), *common]) == 0
     row_c = next(line for line in out.read_text().splitlines() if line.startswith("| c |"))
     real = sweep.run_trial
-
-    def cut_off_in_b(model, runner, tokens, cfg, *rest):
-        if cfg.lr == 2e-6:
-            raise KeyboardInterrupt
-        return real(model, runner, tokens, cfg, *rest)
-
-    monkeypatch.setattr(sweep, "run_trial", cut_off_in_b)
+    monkeypatch.setattr(sweep, "run_trial", ctrl_c_at_lr(2e-6))
     grown = ["--plan", str(write_plan(tmp_path / "plan.yaml", small_corpus, [a, b, c])), *common, "--resume"]
     assert run_cli(sweep.main, grown) == EXIT_INTERRUPTED
     assert "the 2 finished trials stay in" in capsys.readouterr().err
