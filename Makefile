@@ -6,7 +6,7 @@ RUN_DIR ?= out/full
 KERNEL ?= nanogpt-course
 PARAMS ?=
 # make overnight: auto = the proven recipe for this machine's device (python -m nanogpt_lib.recipes); cpu, gpu,
-# cpu-wsd; reference = the course's reference recipe (the defaults of notebook 04)
+# cpu-wsd, cpu-wsd-random; reference = the course's reference recipe (the defaults of notebook 04)
 RECIPE ?= auto
 NPROC ?= 1
 # NPROC > 1: data-parallel over NPROC processes (GPUs) through torchrun; --batch_size is per process
