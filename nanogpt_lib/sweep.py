@@ -215,6 +215,20 @@ def better(crossing, mid_loss: float | None, target: float, best: tuple[int, str
     return best is None or crossing[1] < best[0]
 
 
+def consider(
+    args: argparse.Namespace, best: tuple[int, str] | None, name: str, options: dict[str, Any], record: dict[str, Any]
+) -> tuple[int, str] | None:
+    """The best trial so far (tokens, name) once trial ``name`` is counted; with ``--best`` a new best is written at
+    once, so that a sweep cut off later still leaves its best recipe so far."""
+    target = TrainConfig.from_dict(options).target_loss
+    if not better(record["corpus_cross"], record.get("mid_phase_loss"), target, best):
+        return best
+    if args.best:
+        write_best(Path(args.best), {**options, "stop_on": "corpus"}, record, name)
+        print(f"best so far: trial {name!r} -> {args.best}", file=sys.stderr)
+    return record["corpus_cross"][1], name
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m nanogpt_lib.sweep",
@@ -374,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[str] = []
     records: list[dict[str, Any]] = []
     best: tuple[int, str] | None = None
+    for trial in trials:  # the kept trials compete from the start: a sweep cut off early still names the best of them
+        if trial["name"] in kept:
+            best = consider(args, best, trial["name"], trial_options(base, trial), kept[trial["name"]])
     for i, trial in enumerate(trials):
         name, options = trial["name"], trial_options(base, trial)
         cfg = TrainConfig.from_dict(options)
@@ -402,11 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         write_table(out, header, rows + later_rows)
         runlog.write_json(json_path, records + [kept[t["name"]] for t in later])
         print(rows[-1], flush=True)
-        if better(record["corpus_cross"], record.get("mid_phase_loss"), cfg.target_loss, best):
-            best = (record["corpus_cross"][1], name)
-            if args.best:  # written at once: a sweep cut off later still leaves its best recipe so far
-                write_best(Path(args.best), {**options, "stop_on": "corpus"}, record, name)
-                print(f"best so far: trial {name!r} -> {args.best}", file=sys.stderr)
+        if name not in kept:
+            best = consider(args, best, name, options, record)
     if best is None:
         print(
             f"no trial reached the target with its loss at phase seq_len/2 below {MID_PHASE_FACTOR:g} x the target"

@@ -199,6 +199,19 @@ def test_a_resumed_sweep_still_names_the_best_recipe_among_kept_rows(
     assert yaml.safe_load(best.read_text())["stop_on"] == "corpus" and "trial 'a'" in best.read_text()
 
 
+def test_a_resumed_sweep_cut_off_early_still_names_the_best_kept_trial(
+    small_corpus: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    out, best = tmp_path / "sweep.md", tmp_path / "best.yaml"
+    a, b, c = {"name": "a", "lr": 1e-6}, {"name": "b", "lr": 2e-6}, {"name": "c"}  # only c crosses
+    common = ["--out", str(out), "--token_cap", "3000", "--device", "cpu"]
+    assert run_cli(sweep.main, ["--plan", str(write_plan(tmp_path / "plan.yaml", small_corpus, [a, c])), *common]) == 0
+    monkeypatch.setattr(sweep, "run_trial", ctrl_c_at_lr(2e-6))
+    grown = write_plan(tmp_path / "plan.yaml", small_corpus, [a, b, c])
+    assert run_cli(sweep.main, ["--plan", str(grown), *common, "--resume", "--best", str(best)]) == EXIT_INTERRUPTED
+    assert "trial 'c'" in best.read_text() and "best so far: trial 'c'" in capsys.readouterr().err
+
+
 PLANS = sorted((Path(__file__).resolve().parents[1] / "params").glob("sweep_*.yaml"))
 
 
