@@ -52,7 +52,7 @@ kernel: setup  ## register .venv as the Jupyter kernel "nanogpt-course" (for Jup
 lab: kernel  ## open the course notebooks in JupyterLab
 	$(VENV)/bin/jupyter lab notebooks/
 
-overnight: kernel data/input.txt  ## the proven recipe (RECIPE=auto|cpu|gpu|reference) through notebook 04 into $(RUN_DIR) (re-running resumes)
+overnight: kernel data/input.txt  ## the proven recipe (RECIPE=auto, or a name from python -m nanogpt_lib.recipes --help) through notebook 04 into $(RUN_DIR) (re-running resumes)
 	mkdir -p $(RUN_DIR)
 	recipe="$$($(PY) -m nanogpt_lib.recipes $(RECIPE) --papermill)" && \
 	$(VENV)/bin/papermill notebooks/04_full_training.ipynb $(RUN_DIR)/04_full_training.ipynb -k $(KERNEL) \
