@@ -46,6 +46,7 @@ COLUMNS = (
     "full-corpus crossing (step, tokens, s, loss)", "full-corpus loss at the end", "loss at phase seq_len/2",
     "result",
 )  # fmt: skip
+Done = tuple[dict[str, Any], dict[str, Any]]  # a trial of the plan and its record
 MID_PHASE_FACTOR = 2.0  # --best: the loss at phase seq_len/2 when a trial crossed stays below this x the target
 MODEL_OPTIONS = ("model", "dropout")  # one model serves every trial: these may only be set in `base`
 
@@ -335,6 +336,14 @@ def kept_records(
     return {r["trial"]: r for r in records if r["trial"] in wanted and wanted[r["trial"]] == settings(r.get("options"))}
 
 
+def write_records(out: Path, json_path: Path, header: list[str], base: dict[str, Any], done: list[Done]) -> list[str]:
+    """Rewrite the records (JSON) and the table drawn from them, after every trial; the table's rows."""
+    rows = [_fmt_row(t["name"], TrainConfig.from_dict(trial_options(base, t)), record) for t, record in done]
+    write_table(out, header, rows)
+    runlog.write_json(json_path, [record for _, record in done])
+    return rows
+
+
 def later_kept(trials: list[dict[str, Any]], kept: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The trials among ``trials`` (those of the plan not reached yet) whose records ``--resume`` keeps."""
     return [t for t in trials if t["name"] in kept]
@@ -385,12 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     caps_line = next(line for line in header if line.startswith("- each trial:"))
     kept = kept_records(args, out, json_path, caps_line, trials, base, corpus)
     caps = {"token_cap": args.token_cap, "time_cap_s": args.time_cap_s}  # each record names its corpus and caps
-    rows: list[str] = []
-    records: list[dict[str, Any]] = []
-    best: tuple[int, str] | None = None
-    for trial in trials:  # the kept trials compete from the start: a sweep cut off early still names the best of them
-        if trial["name"] in kept:
-            best = consider(args, best, trial["name"], trial_options(base, trial), kept[trial["name"]])
+    done: list[Done] = []  # in the plan's order
+    best = None
+    for trial in later_kept(trials, kept):  # the kept trials compete from the start, a sweep cut off early or not
+        best = consider(args, best, trial["name"], trial_options(base, trial), kept[trial["name"]])
     for i, trial in enumerate(trials):
         name, options = trial["name"], trial_options(base, trial)
         cfg = TrainConfig.from_dict(options)
@@ -403,22 +410,17 @@ def main(argv: list[str] | None = None) -> int:
             except torch.OutOfMemoryError:  # one trial's batch too large for this card: the others still run
                 row = out_of_memory_row(device)
             except KeyboardInterrupt:
-                finished = len(records) + len(later_kept(trials[i + 1 :], kept))
+                finished = len(done) + len(later_kept(trials[i + 1 :], kept))
                 raise KeyboardInterrupt(
                     f"trial {name!r} was cut off; the {finished} finished trials stay in {json_path} and {out}, "
                     "and the same command with --resume runs the rest"
                 ) from None
             record = {"trial": name, "options": options, "corpus": corpus, **caps, **row}
-        records.append(record)
-        rows.append(_fmt_row(name, cfg, record))
-        # the table is drawn from the records, rewritten after every trial; kept trials further down the plan stay in
-        # both files, so a resumed sweep cut off again loses none of them
-        later = later_kept(trials[i + 1 :], kept)
-        later_rows = [_fmt_row(t["name"], TrainConfig.from_dict(trial_options(base, t)), kept[t["name"]]) for t in
-                      later]  # fmt: skip
-        write_table(out, header, rows + later_rows)
-        runlog.write_json(json_path, records + [kept[t["name"]] for t in later])
-        print(rows[-1], flush=True)
+        done.append((trial, record))
+        # kept trials further down the plan stay in both files, so a resumed sweep cut off again loses none of them
+        later = [(t, kept[t["name"]]) for t in later_kept(trials[i + 1 :], kept)]
+        rows = write_records(out, json_path, header, base, done + later)
+        print(rows[len(done) - 1], flush=True)
         if name not in kept:
             best = consider(args, best, name, options, record)
     if best is None:
