@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -433,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> None:
+    # a plain `kill` stops a sweep as Ctrl-C does, naming the finished trials: the way to stop one left running in the
+    # background, where the shell has it ignore Ctrl-C
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     sys.exit(run_cli(main))
 
 

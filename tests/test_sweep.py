@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -228,3 +232,24 @@ def test_an_out_folder_that_cannot_be_made_is_one_line(small_corpus: Path, tmp_p
     args = ["--plan", str(plan), "--out", str(blocker / "sweep.md"), "--token_cap", "64", "--device", "cpu"]
     assert run_cli(sweep.main, args) == EXIT_USER_ERROR
     assert capsys.readouterr().err.startswith("error: cannot create")
+
+
+def test_a_plain_kill_stops_a_sweep_like_ctrl_c(small_corpus: Path, tmp_path: Path) -> None:
+    # started as `nohup ... &` starts it: Ctrl-C ignored, so SIGTERM is the way to stop it
+    plan = write_plan(tmp_path / "plan.yaml", small_corpus, [{"name": "a"}, {"name": "b", "lr": 1e-6}])
+    out, records = tmp_path / "sweep.md", tmp_path / "sweep.json"
+    argv = [sys.executable, "-m", "nanogpt_lib.sweep", "--plan", str(plan), "--out", str(out), "--device", "cpu",
+            "--token_cap", "100000000", "--time_cap_s", "600"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
+    try:
+        assert any(line.startswith("| a |") for line in proc.stdout)  # trial a finished: b runs to its caps
+        time.sleep(1.0)  # well inside trial b
+        assert proc.poll() is None, "the sweep ended before the kill: this case tested nothing"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert err.strip().startswith("interrupted: trial 'b' was cut off; the 1 finished trials stay in"), err
+    assert "Traceback" not in err and [r["trial"] for r in json.loads(records.read_text())] == ["a"]
