@@ -22,7 +22,7 @@ import torch
 
 from . import runlog
 from .config import TrainConfig, load_options
-from .device import DEVICE_CHOICES, amp_decision, autocast, device_name, pick_device, synchronize
+from .device import DEVICE_CHOICES, amp_decision, autocast, configure_backends, device_name, pick_device, synchronize
 from .errors import UserError, run_cli
 from .model import GPT, model_config
 from .rundir import evidence_name
@@ -113,23 +113,26 @@ def committed_run(recipe: Recipe, summary: dict[str, Any] | None) -> str:
     )
 
 
-def measure_speed(cfg: TrainConfig, steps: int = 2) -> tuple[float, str]:
-    """Tokens per second of forward and backward at the options' micro-batch on this machine (a throwaway model, one
-    untimed micro-batch first), and where it ran. The random state that training will use is left as it was."""
+def measure_speed(cfg: TrainConfig, steps: int = 2, untimed: int = 2) -> tuple[float, str]:
+    """Tokens per second of forward and backward at the options' micro-batch on this machine (a throwaway model,
+    ``untimed`` micro-batches first), and where it ran, under the process settings that training uses
+    (configure_backends: on a CPU the allocator's, worth much of a step's time). The random state that training will
+    use is left as it was."""
     device = pick_device(cfg.device)
+    configure_backends(device)
     amp, _ = amp_decision(cfg.amp, device)
     with torch.random.fork_rng(devices=[]):
         model = GPT(model_config(cfg.model, cfg.dropout)).to(device)
         x = torch.randint(model.config.vocab_size, (cfg.batch_size, cfg.seq_len), device=device)
         seconds = 0.0
-        for i in range(steps + 1):
+        for i in range(untimed + steps):
             synchronize(device)
             t0 = time.perf_counter()
             with autocast(device, amp):
                 _, loss = model(x, x)
             loss.backward()
             synchronize(device)
-            seconds += (time.perf_counter() - t0) if i else 0.0
+            seconds += (time.perf_counter() - t0) if i >= untimed else 0.0
     return steps * cfg.batch_size * cfg.seq_len / seconds, f"{device_name(device)}, amp {amp}"
 
 

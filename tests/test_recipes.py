@@ -71,3 +71,11 @@ def test_a_committed_run_still_training_is_quoted_from_its_log(tmp_path: Path, m
     assert "not reached the target yet: 2,048 tokens in 2 steps so far" in recipes.committed_run(recipe, stopped)
     (evidence / "train_metrics.csv").write_text("step,loss,tokens_seen,elapsed_s\n2,5.0,2048,9.0\n6,4.0,6144,30.0\n")
     assert "not reached the target yet: 6,144 tokens in 6 steps so far" in recipes.committed_run(recipe, stopped)
+
+
+def test_the_speed_is_measured_under_the_settings_training_uses(monkeypatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(recipes, "configure_backends", lambda device: calls.append(device.type) or {})
+    cfg = dataclasses.replace(TrainConfig(), model="tiny", seq_len=32, batch_size=2, device="cpu", amp="off")
+    tok_s, where = recipes.measure_speed(cfg, steps=1, untimed=1)
+    assert calls == ["cpu"] and tok_s > 0 and "amp off" in where
