@@ -1,6 +1,9 @@
 """Training-step benchmark: our GPT against ``transformers.GPT2LMHeadModel``, in one process, alternating.
 
     python -m nanogpt_lib.bench --device cpu --model tiny --batch_size 4 --seq_len 128 --repeats 7
+    python -m nanogpt_lib.bench --compile --peer eager ...   # ours compiled against ours not compiled
+
+With ``--peer eager`` the peer is a copy of our own model, never compiled: the ratio is what ``torch.compile`` gives.
 
 Both models start from the same weights (copied with ``hf_compat.to_transformers``), train on the same
 batches with the same optimizer (AdamW from ``optim.make_optimizers``, gradients clipped at norm 1.0 as in
@@ -108,16 +111,20 @@ def build(args: argparse.Namespace, device: torch.device) -> tuple[list[Contende
         raise UserError(f"--seq_len {args.seq_len} is longer than the model's context of {config.block_size}")
     torch.manual_seed(args.seed)
     ours = GPT(config).to(device)
-    theirs = to_transformers(ours).to(device)
-    theirs.config.use_cache = False
+    if args.peer == "eager":
+        theirs = GPT(config).to(device)
+        theirs.load_state_dict(ours.state_dict())
+    else:
+        theirs = to_transformers(ours).to(device)
+        theirs.config.use_cache = False
     opt_cfg = TrainConfig(lr=args.lr)
     contenders = []
-    for name, model in (("ours", ours), ("transformers", theirs)):
+    for name, model in (("ours", ours), (args.peer, theirs)):
         model.train()
-        runner = torch.compile(model) if args.compile else model
-        loss_of = _ours(runner) if name == "ours" else _theirs(runner, model)
+        runner = torch.compile(model) if args.compile and name != "eager" else model
+        loss_of = _theirs(runner, model) if name == "transformers" else _ours(runner)
         contender = Contender(name, runner, loss_of, make_optimizers(model, opt_cfg)[0])
-        if name == "ours":  # our training loop's clipping
+        if name != "transformers":  # our training loop's clipping
             contender.clip = lambda m: clip_gradients(m, GRAD_CLIP, device)
         else:  # what transformers' Trainer does
             contender.clip = lambda m: torch.nn.utils.clip_grad_norm_(m.parameters(), GRAD_CLIP)
@@ -219,7 +226,7 @@ def run(args: argparse.Namespace) -> tuple[str, float]:
     peak = peak_tflops(name, amp) if device.type == "cuda" else None
     flops = flops_per_token(config, args.seq_len)
     rows, medians = result_rows(contenders, tokens_per_step, flops, peak)
-    ratio = medians["ours"] / medians["transformers"]
+    ratio = medians["ours"] / medians[args.peer]
     if loop_tok_s:
         loop = statistics.median(loop_tok_s)
         rows.append(
@@ -230,8 +237,10 @@ def run(args: argparse.Namespace) -> tuple[str, float]:
         rows.append(f"\nloop/bare step: {loop / medians['ours']:.2f}")
     import transformers
 
+    peer = "transformers GPT-2" if args.peer == "transformers" else "itself not compiled"
+    only = " (ours only)" if args.peer == "eager" else ""
     header = [
-        f"# Training-step benchmark: nanogpt_lib vs transformers GPT-2 on {name}",
+        f"# Training-step benchmark: nanogpt_lib vs {peer} on {name}",
         "",
         f"Command: `{args.command}`",
         "",
@@ -240,7 +249,7 @@ def run(args: argparse.Namespace) -> tuple[str, float]:
         f"- model {args.model}: n_layer {config.n_layer}, n_head {config.n_head}, n_embd {config.n_embd}, "
         f"vocab {config.vocab_size}",
         f"- batch {args.batch_size} x seq {args.seq_len} x accum {args.grad_accum} = {tokens_per_step:,} tokens/step; "
-        f"amp {amp}; compile {args.compile}; AdamW (fused={contenders[0].optimizer.defaults.get('fused')}), "
+        f"amp {amp}; compile {args.compile}{only}; AdamW (fused={contenders[0].optimizer.defaults.get('fused')}), "
         f"gradient clipping at {GRAD_CLIP}; process settings for both (as in training): {backends}",
         f"- {args.warmup} warm-up steps each ({warmup_s:.1f} s in all), then {args.repeats} alternating repeats of "
         f"{args.steps} steps; medians over the {args.repeats * args.steps} timed steps",
@@ -250,7 +259,7 @@ def run(args: argparse.Namespace) -> tuple[str, float]:
         "| model | tokens/s | ms/step (min–max) | fwd / bwd / opt ms | peak memory | MFU | loss step 1 | loss last |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    table = "\n".join(header + rows) + f"\n\nratio ours/transformers: {ratio:.2f}\n"
+    table = "\n".join(header + rows) + f"\n\nratio ours/{args.peer}: {ratio:.2f}\n"
     return table, ratio
 
 
@@ -287,7 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq_len", type=int, default=128, help="tokens per sequence (default: 128)")
     p.add_argument("--grad_accum", type=int, default=1, help="micro-batches per step (default: 1)")
     p.add_argument("--amp", default="auto", choices=AMP_CHOICES, help="mixed precision (default: auto)")
-    p.add_argument("--compile", action="store_true", help="torch.compile both models")
+    p.add_argument("--compile", action="store_true", help="torch.compile both models (with --peer eager: ours only)")
+    p.add_argument(
+        "--peer",
+        default="transformers",
+        choices=("transformers", "eager"),
+        help="what ours is timed against: transformers' GPT2LMHeadModel, or (eager) our own model never compiled "
+        "(default: transformers)",
+    )
     p.add_argument("--repeats", type=int, default=7, help="alternating repeats per model (default: 7)")
     p.add_argument("--steps", type=int, default=3, help="optimizer steps timed per repeat (default: 3)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (default: 2)")
@@ -310,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--{name} must be a positive integer, got {getattr(args, name)}")
     if args.warmup < 0:
         raise UserError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.peer == "eager" and not args.compile:
+        raise UserError("--peer eager times ours compiled against ours not compiled: add --compile")
     try:
         import transformers  # noqa: F401
     except ImportError:

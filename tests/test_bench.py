@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from nanogpt_lib import bench
 from nanogpt_lib.errors import EXIT_USER_ERROR, run_cli
@@ -35,3 +36,18 @@ def test_bench_prints_a_table_and_the_ratio(capsys, small_corpus: Path, tmp_path
 def test_bench_rejects_bad_sizes(capsys) -> None:
     assert run_cli(bench.main, ["--device", "cpu", "--repeats", "0"]) == EXIT_USER_ERROR
     assert "--repeats must be a positive integer" in capsys.readouterr().err
+
+
+def test_bench_against_itself_not_compiled_needs_compile(capsys) -> None:
+    assert run_cli(bench.main, ["--device", "cpu", "--peer", "eager"]) == EXIT_USER_ERROR
+    assert "--peer eager times ours compiled against ours not compiled: add --compile" in capsys.readouterr().err
+
+
+def test_bench_peer_eager_is_our_own_model_with_the_same_weights() -> None:
+    args = bench.build_parser().parse_args(["--device", "cpu", "--peer", "eager", "--compile"])
+    contenders, _ = bench.build(args, torch.device("cpu"))
+    ours, peer = contenders
+    assert peer.name == "eager" and type(peer.model) is type(ours.model._orig_mod)  # ours runs compiled, the peer not
+    assert all(
+        torch.equal(a, b) for a, b in zip(ours.model._orig_mod.parameters(), peer.model.parameters(), strict=True)
+    )
