@@ -21,6 +21,7 @@ from .device import AMP_CHOICES, DEVICE_CHOICES
 from .errors import UserError
 from .model import PRESETS
 
+AUTO = "auto"  # the value of --batch_size and --compile that leaves the choice to this machine (plan.py)
 # epoch sampling: where each pass cuts the corpus into windows (see data.Batches)
 WINDOW_ORDERS = ("random_phase", "measured", "measured_in_decay")
 
@@ -44,7 +45,11 @@ class TrainConfig:
     model: str = _opt("gpt2-124m", "model preset", choices=tuple(PRESETS))
     # optimisation
     steps: int = _opt(200000, "total number of optimizer steps (resuming with a larger value extends the run)")
-    batch_size: int = _opt(8, "sequences per micro-batch")
+    batch_size: int | str = _opt(
+        8,
+        "sequences per micro-batch, or auto: the largest that fits this GPU at --seq_len (on a CPU: at most 2,048 "
+        "tokens), with --tokens_per_step kept exactly",
+    )
     seq_len: int = _opt(256, "tokens per sequence (at most the model's block_size)")
     sampling: str = _opt(
         "random",
@@ -64,7 +69,16 @@ class TrainConfig:
         "epoch sampling: the passes after this many start at phase 0, on exactly the windows of the full-corpus loss "
         "(0: as --window_order says)",
     )
-    grad_accum: int = _opt(4, "micro-batches per optimizer step (tokens/step = batch_size*seq_len*grad_accum)")
+    grad_accum: int = _opt(
+        4,
+        "micro-batches per optimizer step (tokens/step = batch_size*seq_len*grad_accum; with --tokens_per_step it "
+        "follows from that and the micro-batch)",
+    )
+    tokens_per_step: int = _opt(
+        0,
+        "tokens per optimizer step, a multiple of --seq_len: --grad_accum follows from it and the micro-batch "
+        "(needed by --batch_size auto; 0: batch_size*seq_len*grad_accum)",
+    )
     optimizer: str = _opt(
         "adamw",
         "adamw for every parameter, or muon for the 2-D matrices inside the transformer blocks (at --muon_lr) and "
@@ -107,7 +121,11 @@ class TrainConfig:
         "matrix instructions (AMX, AVX512-BF16), fp32 on other CPUs and on MPS)",
         choices=AMP_CHOICES,
     )
-    compile: bool = _opt(False, "compile the model with torch.compile")
+    compile: bool | str = _opt(
+        False,
+        "compile the model with torch.compile: true, false, or auto (where it works and pays: CUDA with Triton on a "
+        "card it supports; eager on a CPU); a compilation that fails at the first step falls back to eager",
+    )
     seed: int = _opt(1337, "random seed for initialisation, batches and samples")
     # reporting
     log_every: int = _opt(50, "write a log line and a metrics row every N steps")
@@ -130,6 +148,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.prompt = self.prompt.replace("\\n", "\n")
         self.extra_prompts = self.extra_prompts.replace("\\n", "\n")
+        self.compile = _switch(self.compile)
+        if isinstance(self.batch_size, str) and self.batch_size != AUTO:
+            self.batch_size = _number("batch_size", self.batch_size, int)
 
     @property
     def prompts(self) -> list[str]:
@@ -138,9 +159,14 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise UserError naming the first option that cannot work."""
-        for name in ("steps", "batch_size", "seq_len", "grad_accum", "log_every", "num_prompts", "max_new_tokens"):
+        if self.batch_size != AUTO and not (isinstance(self.batch_size, int) and self.batch_size > 0):
+            raise UserError(f"--batch_size must be a positive integer or auto, got {self.batch_size!r}")
+        if self.compile not in (True, False, AUTO):
+            raise UserError(f"--compile must be true, false or auto, got {self.compile!r}")
+        for name in ("steps", "seq_len", "grad_accum", "log_every", "num_prompts", "max_new_tokens"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name} must be a positive integer, got {getattr(self, name)}")
+        self._check_step_shape()
         for name in (
             "save_every",
             "sample_every",
@@ -192,9 +218,30 @@ class TrainConfig:
         if self.seq_len > block_size:
             raise UserError(f"--seq_len {self.seq_len} is longer than the {self.model} context of {block_size} tokens")
 
+    def _check_step_shape(self) -> None:
+        if self.tokens_per_step < 0 or self.tokens_per_step % self.seq_len:
+            raise UserError(
+                f"--tokens_per_step must be a multiple of --seq_len {self.seq_len}, got {self.tokens_per_step}"
+            )
+        if self.batch_size == AUTO and not self.tokens_per_step:
+            raise UserError("--batch_size auto keeps the tokens of a step: give them with --tokens_per_step")
+        sequences = self.tokens_per_step // self.seq_len
+        if self.tokens_per_step and self.batch_size != AUTO and sequences % self.batch_size:
+            raise UserError(
+                f"--tokens_per_step {self.tokens_per_step} is {sequences} sequences of {self.seq_len}: --batch_size "
+                f"{self.batch_size} does not divide them (or use --batch_size auto)"
+            )
+
     @property
-    def tokens_per_step(self) -> int:
-        return self.batch_size * self.seq_len * self.grad_accum
+    def step_tokens(self) -> int:
+        """Tokens per optimizer step (of one process): --tokens_per_step, or batch_size x seq_len x grad_accum."""
+        return self.tokens_per_step or self.batch_size * self.seq_len * self.grad_accum
+
+    def with_micro_batch(self, batch_size: int) -> TrainConfig:
+        """These options with a micro-batch of ``batch_size`` sequences, and ``grad_accum`` such that the step keeps
+        its tokens (``tokens_per_step`` when given)."""
+        grad_accum = self.step_tokens // (batch_size * self.seq_len) if self.tokens_per_step else self.grad_accum
+        return dataclasses.replace(self, batch_size=batch_size, grad_accum=grad_accum)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -209,9 +256,32 @@ class TrainConfig:
         return cls(**{name: _number(name, value) for name, value in values.items()})
 
 
-def _number(name: str, value: Any) -> Any:
+def _switch_flag(text: str) -> bool | str:
+    value = _switch(text)
+    if value not in (True, False, AUTO):
+        raise argparse.ArgumentTypeError(f"expected true, false or auto, got {text!r}")
+    return value
+
+
+def _int_or_auto(text: str) -> int | str:
+    if text == AUTO:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {text!r}") from None
+
+
+def _switch(value: Any) -> Any:
+    """A true/false-or-auto option as given by a flag, YAML or papermill (``true``, ``False``, ``auto``, ...)."""
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+        return value.lower() in ("true", "yes", "on", "1")
+    return value
+
+
+def _number(name: str, value: Any, kind: type | None = None) -> Any:
     """A numeric option given as text, as YAML reads ``3e-5`` (no dot: a string in YAML 1.1), made a number."""
-    kind = {"float": float, "int": int}.get(_field(name).type)
+    kind = kind or {"float": float, "int": int}.get(_field(name).type)
     if kind is None or not isinstance(value, str):
         return value
     try:
@@ -233,6 +303,14 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         if f.type == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
             kwargs["help"] = f.metadata["help"]
+        elif f.type == "bool | str":  # --compile, --compile auto, --compile false, --no-compile
+            kwargs.update(nargs="?", const=True, type=_switch_flag, metavar="{true,false,auto}")
+            parser.add_argument(f"--{f.name}", **kwargs)
+            kwargs = {"dest": f.name, "action": "store_false", "default": f.default, "help": f"--{f.name} false"}
+            parser.add_argument(f"--no-{f.name}", **kwargs)
+            continue
+        elif f.type == "int | str":  # --batch_size 8, --batch_size auto
+            kwargs.update(type=_int_or_auto, metavar=f"{{N,{AUTO}}}")
         else:
             kwargs["type"] = {"int": int, "float": float, "str": str}[f.type]
             kwargs["metavar"] = f.name.upper()

@@ -123,9 +123,11 @@ def run_options(checkpoint_path: str) -> dict:
     if run_dir is None:
         return {}
     try:
-        return run_dir.read_run_config().get("train_config") or {}
+        config = run_dir.read_run_config()
     except UserError:  # an unreadable run_config.json: fall back to the defaults, as for a lone checkpoint
         return {}
+    plan = {k: v for k, v in config.get("plan", {}).items() if k in ("batch_size", "grad_accum")}
+    return {**(config.get("train_config") or {}), **plan}  # the micro-batch the run took (batch_size may be auto)
 
 
 def main(argv: list[str] | None = None) -> int:

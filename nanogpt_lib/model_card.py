@@ -52,7 +52,7 @@ def _weights(ckpt: dict[str, Any]) -> str:
 
 def summary_rows(ckpt: dict[str, Any], summary: dict[str, Any], run_config: dict[str, Any]) -> list[tuple[str, str]]:
     """The run's numbers as (what, value) rows; "not available" where the run directory does not say."""
-    tc = run_config.get("train_config", {})
+    tc = {**run_config.get("train_config", {}), **run_config.get("plan", {})}  # the micro-batch this machine took
     source = run_config.get("input") or {}
     data = source.get("name") or (Path(tc["input_file"]).name if tc.get("input_file") else None)  # never the path
     corpus_tokens = run_config.get("tokens_in_corpus")

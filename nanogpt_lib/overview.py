@@ -78,7 +78,7 @@ def run_row(
 ) -> tuple[str, ...]:
     """One run as a row of the comparison table, from its summary.json, run_config.json, last metrics row and phase
     table."""
-    batch = config.get("train_config", {})
+    batch = {**config.get("train_config", {}), **config.get("plan", {})}  # the micro-batch this machine took
     per_step = summary.get("tokens_per_step") or config.get("tokens_per_step")
     shape = (
         f"{batch['batch_size']}×{batch['seq_len']}×{batch['grad_accum']} = {cell(per_step, ',')}"

@@ -21,11 +21,12 @@ from torch.nn.parallel import DistributedDataParallel
 from . import checkpoint, distributed, resume
 from .config import TrainConfig
 from .data import Batches
-from .device import amp_decision, configure_backends, pick_device
+from .device import configure_backends, pick_device
 from .errors import UserError
 from .loop_state import LoopState
 from .model import GPT, model_config
 from .optim import make_optimizers
+from .plan import Plan, make_plan
 from .rundir import QuietRunDir, RunDir
 from .step import measured_from_tokens, training_step
 from .tokenizer import encode_file, get_tokenizer
@@ -35,10 +36,11 @@ from .tokenizer import encode_file, get_tokenizer
 class Parts:
     """The parts of one session; ``Trainer.parts`` once ``run()`` has started."""
 
+    cfg: TrainConfig  # the options with the micro-batch and accumulation of the plan
     device: torch.device
     group: distributed.Group  # a group of one unless torchrun started several processes
-    amp: str  # the precision chosen by --amp, and why
-    amp_reason: str
+    plan: Plan  # what this machine made of the options (precision, compilation, micro-batch), and why
+    amp: str  # the plan's precision
     backends: dict[str, Any]  # the backend settings made for the device (recorded in run_config.json)
     tokens: np.ndarray  # the corpus as token ids
     tokens_per_step: int  # by all processes together
@@ -49,13 +51,39 @@ class Parts:
     scaler: torch.amp.GradScaler  # scales fp16 losses; does nothing otherwise
     batches: Batches
     run_dir: RunDir  # a QuietRunDir, which writes nothing, on processes other than rank 0
+    say: Callable[[str], None]  # a line for the run's log
+    compile_pending: bool  # the model is compiled and has not run yet: its first step compiles it, or fails to
 
     def train_step(self, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """Optimizer step ``step`` (1-based) with these parts: ``step.training_step``."""
+        if self.compile_pending:
+            self.compile_pending = False
+            return self.first_compiled_step(cfg, step)
         return training_step(
             self.model, self.raw_model, self.optimizers, self.scaler, self.batches.next, cfg, step, self.device,
             self.amp, self.no_sync,
         )  # fmt: skip
+
+    def first_compiled_step(self, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """``train_step`` through the compiled model, where compilation happens; when it fails (no working Triton or
+        C++ compiler, an unsupported card), the model goes back to eager mode and the same step is taken again from
+        the same batches and random state, so the run loses nothing and trains as an eager run would."""
+        data, rng = self.batches.state_dict(), resume.rng_state(self.device, distributed.Group())
+        try:
+            return self.train_step(cfg, step)
+        except Exception as err:  # whatever compilation raised; a fault of the step itself recurs in eager mode
+            if isinstance(err, torch.OutOfMemoryError):
+                raise
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        self.batches.load_state_dict(data)
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None:
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        self.model = self.model._orig_mod  # the module torch.compile wrapped (the model, or its DDP wrapper)
+        self.say(f"torch.compile failed at the first step, so the run goes on in eager mode from that step: {reason}")
+        return self.train_step(cfg, step)
 
 
 def join_devices(device_name_or_auto: str) -> tuple[torch.device, distributed.Group]:
@@ -106,18 +134,23 @@ def wrap_model(
     return (torch.compile(wrapped) if compile_model else wrapped), no_sync
 
 
-def assemble(cfg: TrainConfig) -> tuple[Parts, LoopState | None]:
-    """The parts of a session of the run ``cfg`` describes (options already validated), and the loop state last.pt
-    holds when the run goes on from it (None for a fresh start: the caller's fresh state stands)."""
+def assemble(cfg: TrainConfig, say: Callable[[str], None] = print) -> tuple[Parts, LoopState | None]:
+    """The parts of a session of the run ``cfg`` describes (options already validated; the parts hold them with the
+    plan's micro-batch), and the loop state last.pt holds when the run goes on from it (None for a fresh start: the
+    caller's fresh state stands). ``say`` writes a line to the run's log."""
     device, group = join_devices(cfg.device)
     with group.closed_on_error():
-        return _assemble(cfg, device, group)
+        return _assemble(cfg, device, group, say)
 
 
-def _assemble(cfg: TrainConfig, device: torch.device, group: distributed.Group) -> tuple[Parts, LoopState | None]:
-    amp, amp_reason = amp_decision(cfg.amp, device)
+def _assemble(
+    cfg: TrainConfig, device: torch.device, group: distributed.Group, say: Callable[[str], None]
+) -> tuple[Parts, LoopState | None]:
     tokens = load_corpus(cfg)
     ckpt = resume.checkpoint_to_resume(cfg, RunDir(cfg.out_dir))
+    started_with = RunDir(cfg.out_dir).read_run_config().get("plan", {}).get("batch_size") if ckpt else None
+    plan = make_plan(cfg, device, group.world_size, started_with)
+    cfg, amp = plan.apply(cfg), plan.amp.value
     # rank 0 writes the run directory for the group; the other processes' writes do nothing
     run_dir = RunDir(cfg.out_dir) if group.is_main else QuietRunDir(cfg.out_dir)
     run_dir.prepare(replace=cfg.overwrite)
@@ -126,18 +159,19 @@ def _assemble(cfg: TrainConfig, device: torch.device, group: distributed.Group) 
     raw_model = build_model(cfg, device, group, ckpt, run_dir.last)
     optimizers = make_optimizers(raw_model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    tokens_per_step = cfg.tokens_per_step * group.world_size
+    tokens_per_step = cfg.step_tokens * group.world_size
     batches = Batches(
         tokens, cfg.batch_size, cfg.seq_len, device, cfg.seed, cfg.sampling, group.rank, group.world_size,
         aligned_after_passes=cfg.aligned_after_passes, window_order=cfg.window_order,
         measured_from_tokens=measured_from_tokens(cfg, tokens_per_step),
     )  # fmt: skip
-    model, no_sync = wrap_model(raw_model, group, device, cfg.compile)
+    model, no_sync = wrap_model(raw_model, group, device, plan.compile.value)
     parts = Parts(
+        cfg=cfg,
         device=device,
         group=group,
+        plan=plan,
         amp=amp,
-        amp_reason=amp_reason,
         backends=backends,
         tokens=tokens,
         tokens_per_step=tokens_per_step,
@@ -148,6 +182,8 @@ def _assemble(cfg: TrainConfig, device: torch.device, group: distributed.Group) 
         scaler=scaler,
         batches=batches,
         run_dir=run_dir,
+        say=say,
+        compile_pending=plan.compile.value,
     )
     if ckpt is None:
         return parts, None

@@ -1,7 +1,9 @@
 """The proven recipes: which parameter file trains to the target on which kind of device, and what to expect of it.
 
-    python -m nanogpt_lib.recipes                 # the recipe for this machine, what its committed run needed, and
-                                                  # the time that takes here (a few timed steps of the model)
+    python -m nanogpt_lib.recipes                 # the recipe for this machine, what this machine makes of it (device,
+                                                  # precision, compilation, micro-batch, each with its reason), what
+                                                  # its committed run needed, and the time that takes here (a few
+                                                  # timed steps of the model)
     python -m nanogpt_lib.recipes --papermill auto   # "-f params/...yaml" for `make overnight` (nothing: reference)
 
 A recipe is a parameter file in ``params/`` and the folder in ``results/`` with the evidence of its real run. The
@@ -22,9 +24,10 @@ import torch
 
 from . import runlog
 from .config import TrainConfig, load_options
-from .device import DEVICE_CHOICES, amp_decision, autocast, configure_backends, device_name, pick_device, synchronize
+from .device import DEVICE_CHOICES, autocast, configure_backends, device_name, pick_device, synchronize
 from .errors import UserError, run_cli
 from .model import GPT, model_config
+from .plan import Plan, make_plan
 from .rundir import evidence_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,17 +116,16 @@ def committed_run(recipe: Recipe, summary: dict[str, Any] | None) -> str:
     )
 
 
-def measure_speed(cfg: TrainConfig, steps: int = 2, untimed: int = 2) -> tuple[float, str]:
-    """Tokens per second of forward and backward at the options' micro-batch on this machine (a throwaway model,
+def measure_speed(cfg: TrainConfig, plan: Plan, steps: int = 2, untimed: int = 2) -> tuple[float, str]:
+    """Tokens per second of forward and backward at the plan's micro-batch on this machine (a throwaway model, eager,
     ``untimed`` micro-batches first), and where it ran, under the process settings that training uses
     (configure_backends: on a CPU the allocator's, worth much of a step's time). The random state that training will
     use is left as it was."""
-    device = pick_device(cfg.device)
+    device, amp, batch_size = plan.machine.device, plan.amp.value, plan.micro_batch.value[0]
     configure_backends(device)
-    amp, _ = amp_decision(cfg.amp, device)
     with torch.random.fork_rng(devices=[]):
         model = GPT(model_config(cfg.model, cfg.dropout)).to(device)
-        x = torch.randint(model.config.vocab_size, (cfg.batch_size, cfg.seq_len), device=device)
+        x = torch.randint(model.config.vocab_size, (batch_size, cfg.seq_len), device=device)
         seconds = 0.0
         for i in range(untimed + steps):
             synchronize(device)
@@ -133,12 +135,12 @@ def measure_speed(cfg: TrainConfig, steps: int = 2, untimed: int = 2) -> tuple[f
             loss.backward()
             synchronize(device)
             seconds += (time.perf_counter() - t0) if i >= untimed else 0.0
-    return steps * cfg.batch_size * cfg.seq_len / seconds, f"{device_name(device)}, amp {amp}"
+    return steps * batch_size * cfg.seq_len / seconds, f"{device_name(device)}, amp {amp}"
 
 
-def expectation(cfg: TrainConfig, measure: bool = True) -> str:
+def expectation(cfg: TrainConfig, measure: bool = True, plan: Plan | None = None) -> str:
     """What to expect of a run with these options: its recipe, what that recipe needed, and (``measure``) the time
-    that takes on this machine."""
+    that takes on this machine, with the micro-batch of ``plan`` (made here when not given)."""
     recipe = matching(cfg)
     summary = committed_summary(recipe) if recipe else None
     if recipe is None:
@@ -147,8 +149,14 @@ def expectation(cfg: TrainConfig, measure: bool = True) -> str:
         head = f"Recipe: {recipe.name} ({recipe.params}); {committed_run(recipe, summary)}"
     if not measure:
         return head
-    tok_s, where = measure_speed(cfg)
-    speed = f"Measured here: {tok_s:,.0f} tokens/s of forward and backward ({where}, {cfg.batch_size} x {cfg.seq_len})"
+    cfg.validate()
+    plan = plan or make_plan(cfg, pick_device(cfg.device))
+    tok_s, where = measure_speed(cfg, plan)
+    eager = ", not compiled: a compiled run is faster" if plan.compile.value else ""
+    speed = (
+        f"Measured here: {tok_s:,.0f} tokens/s of forward and backward ({where}, {plan.micro_batch.value[0]} x "
+        f"{cfg.seq_len}{eager})"
+    )
     if not summary or summary.get("status") != "target_reached":
         return f"{head}\n{speed}; no committed run at the target to estimate the time from."
     needed = summary["tokens_seen"]
@@ -158,8 +166,8 @@ def expectation(cfg: TrainConfig, measure: bool = True) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m nanogpt_lib.recipes",
-        description="The proven recipe for this machine (or the one named), what its committed run needed and the "
-        "time it takes here.",
+        description="The proven recipe for this machine (or the one named): the device, precision, compilation and "
+        "micro-batch it gets here, each with its reason, what its committed run needed and the time it takes here.",
     )
     parser.add_argument("recipe", nargs="?", default="auto", help=f"one of {', '.join(CHOICES)} (default: auto)")
     parser.add_argument(
@@ -170,13 +178,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--device", default="auto", choices=DEVICE_CHOICES, help="the device to choose for (default: this machine's)"
     )
+    parser.add_argument("--no_measure", action="store_true", help="the plan only: time no steps of the model")
     args = parser.parse_args(argv)
     recipe = choose(args.recipe, pick_device(args.device).type)
     if args.papermill:
         print(f"-f {recipe.params}" if recipe else "")
         return 0
     cfg = TrainConfig.from_dict(load_options(ROOT / recipe.params)) if recipe else TrainConfig()
-    print(expectation(dataclasses.replace(cfg, device=args.device)))
+    cfg = dataclasses.replace(cfg, device=args.device)
+    cfg.validate()
+    plan = make_plan(cfg, pick_device(cfg.device))
+    print("\n".join(plan.lines(cfg.seq_len)))
+    print(expectation(cfg, measure=not args.no_measure, plan=plan))
     return 0
 
 

@@ -135,7 +135,7 @@ def run_config_record(trainer, previous: dict[str, Any]) -> dict[str, Any]:
     """run_config.json: the options, model, device and software of the run; the first session's command and start."""
     return {
         "command": previous.get("command", trainer.command),
-        "train_config": trainer.cfg.to_dict(),
+        "train_config": trainer.asked.to_dict(),
         "model_config": dataclasses.asdict(trainer.parts.raw_model.config),
         "n_params": trainer.parts.raw_model.num_params(),
         "tokens_in_corpus": int(len(trainer.parts.tokens)),
@@ -146,7 +146,8 @@ def run_config_record(trainer, previous: dict[str, Any]) -> dict[str, Any]:
         "device": str(trainer.parts.device),
         "device_name": device_name(trainer.parts.device),
         "amp": trainer.parts.amp,
-        "amp_reason": trainer.parts.amp_reason,
+        "amp_reason": trainer.parts.plan.amp.reason,
+        "plan": trainer.parts.plan.record(),
         "backends": trainer.parts.backends,
         "optimizer": describe(trainer.parts.optimizers),
         "versions": _versions(trainer.parts.device),

@@ -30,7 +30,7 @@ import yaml
 
 from . import runlog, stop_rules
 from .atomic import atomic_write
-from .config import TrainConfig, load_options
+from .config import AUTO, TrainConfig, load_options
 from .data import Batches
 from .device import DEVICE_CHOICES, configure_backends, device_name, pick_device, resolve_amp, synchronize
 from .errors import UserError, run_cli
@@ -64,7 +64,12 @@ def load_plan(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         bad = [k for k in MODEL_OPTIONS if k in trial]
         if bad:
             raise UserError(f"{path}: trial {trial['name']!r} sets {', '.join(bad)}; set them in 'base' (one model)")
-        TrainConfig.from_dict(trial_options(base, trial)).validate()
+        cfg = TrainConfig.from_dict(trial_options(base, trial))
+        cfg.validate()
+        if cfg.batch_size == AUTO:
+            raise UserError(
+                f"{path}: trial {trial['name']!r}: a sweep trains one fixed shape; give batch_size a number"
+            )
     return base, trials
 
 
@@ -78,7 +83,7 @@ def _batches(tokens, cfg: TrainConfig, device: torch.device) -> Batches:
         cfg.sampling,
         aligned_after_passes=cfg.aligned_after_passes,
         window_order=cfg.window_order,
-        measured_from_tokens=measured_from_tokens(cfg, cfg.tokens_per_step),
+        measured_from_tokens=measured_from_tokens(cfg, cfg.step_tokens),
     )
 
 
@@ -148,7 +153,7 @@ def _fmt_row(name: str, cfg: TrainConfig, row: dict[str, Any]) -> str:
     mid = "–" if row.get("mid_phase_loss") is None else f"{row['mid_phase_loss']:.4f}"
     passes = "–" if row.get("passes") is None else f"{row['passes']:.1f}"
     cells = (
-        name, f"{cfg.tokens_per_step:,}", cfg.seq_len, window_label(cfg), optimizer_label(cfg), f"{cfg.lr:g}",
+        name, f"{cfg.step_tokens:,}", cfg.seq_len, window_label(cfg), optimizer_label(cfg), f"{cfg.lr:g}",
         cfg.warmup_steps, schedule_label(cfg), f"{cfg.weight_decay:g}", row["steps"], f"{row['tokens']:,}", passes,
         f"{row['train_s']:.1f}", step_cross, corpus, final, mid, row["result"],
     )  # fmt: skip

@@ -71,8 +71,8 @@ def start_line(cfg: TrainConfig, parts: Parts) -> str:
     per_process = f" ({cfg.batch_size} x {cfg.seq_len} x {cfg.grad_accum} per process x {world})" if world > 1 else ""
     return (
         f"Model {cfg.model}: {parts.raw_model.num_params():,} parameters | device {device_name(parts.device)} | amp "
-        f"{parts.amp} ({parts.amp_reason}) | compile {cfg.compile} | {len(parts.tokens):,} tokens in {cfg.input_file} "
-        f"| {parts.tokens_per_step:,} tokens/step{per_process}"
+        f"{parts.amp} ({parts.plan.amp.reason}) | compile {parts.plan.compile.value} | {len(parts.tokens):,} tokens "
+        f"in {cfg.input_file} | {parts.tokens_per_step:,} tokens/step{per_process}"
     )
 
 
@@ -121,7 +121,7 @@ class Trainer:
     """Trains a GPT on one text file according to a TrainConfig, writing a run directory (``rundir.RunDir``)."""
 
     def __init__(self, cfg: TrainConfig, command: str | None = None):
-        self.cfg = cfg
+        self.asked = self.cfg = cfg  # as given (run_config.json's); from run() on, with this machine's micro-batch
         self.command = command or "nanogpt_lib.train.Trainer (from Python)"
         self.events = Events()
         self.run_dir = RunDir(cfg.out_dir)
@@ -155,9 +155,10 @@ class Trainer:
         self.stop_asked = False  # under torchrun: whether any process was asked to stop during this step
 
     def _setup(self) -> None:
-        self.cfg.validate()
+        self.asked.validate()
         self._start_afresh()  # a second run() of this Trainer starts from the checkpoint again
-        self.parts, restored = assemble(self.cfg)
+        self.parts, restored = assemble(self.asked, say=self._say)
+        self.cfg = self.parts.cfg
         self.events.speaks = self.parts.group.is_main  # one process speaks for the group
         self.run_dir, self.writer = self.parts.run_dir, CheckpointWriter()
         if restored is not None:
@@ -175,10 +176,10 @@ class Trainer:
         resumed = self.resumed_from_checkpoint
         previous = self.run_dir.read_run_config() if resumed else {}
         self.resumes, changed = resume.sessions(
-            resumed, self.state, self.metrics.dropped, previous, self.cfg, self.command
+            resumed, self.state, self.metrics.dropped, previous, self.asked, self.command
         )
-        if changed:
-            self._say(changed)
+        for line in [*self.parts.plan.lines(self.cfg.seq_len), *([changed] if changed else [])]:  # the plan first
+            self._say(line)
         self.run_dir.write_run_config(run_config_record(self, previous))
 
     # ------------------------------------------------------------------ checkpoints, samples, evaluation

@@ -49,7 +49,7 @@ def test_reference_commands_parse_verbatim() -> None:
     assert (sanity.steps, sanity.batch_size, sanity.seq_len, sanity.grad_accum, sanity.lr) == (200, 4, 128, 1, 3e-4)
     assert (sanity.log_every, sanity.save_every, sanity.sample_every) == (10, 100, 100)
     full = parse(FULL)
-    assert full.tokens_per_step == 8 * 256 * 4
+    assert full.step_tokens == 8 * 256 * 4
     sanity.validate()
     full.validate()
 

@@ -13,6 +13,7 @@ import torch
 from nanogpt_lib import recipes
 from nanogpt_lib.config import TrainConfig, load_options
 from nanogpt_lib.errors import UserError
+from nanogpt_lib.plan import make_plan
 
 from .conftest import ROOT, run_module
 
@@ -77,5 +78,6 @@ def test_the_speed_is_measured_under_the_settings_training_uses(monkeypatch) -> 
     calls: list[str] = []
     monkeypatch.setattr(recipes, "configure_backends", lambda device: calls.append(device.type) or {})
     cfg = dataclasses.replace(TrainConfig(), model="tiny", seq_len=32, batch_size=2, device="cpu", amp="off")
-    tok_s, where = recipes.measure_speed(cfg, steps=1, untimed=1)
+    plan = make_plan(cfg, torch.device("cpu"))
+    tok_s, where = recipes.measure_speed(cfg, plan, steps=1, untimed=1)
     assert calls == ["cpu"] and tok_s > 0 and "amp off" in where
