@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# On one CUDA GPU, in one go and within a time budget, the parts named by PARTS (default: sanity recipe), in this
-# order: sanity: `make sanity` (200 steps, under a minute on a GPU), whose evidence fills the README's GPU cell of the
+# On one CUDA GPU, in one go and within a time budget, the parts named by PARTS (default: cards sanity recipe), in
+# this order: cards: the GPU recipe for 200 steps as a 16 GB card, an 8 GB card and a T4 (compute capability 7.5,
+# 15 GB, eager) would run it (scripts/emulate_card.py), into results/gpu-cards/; sanity: `make sanity` (200 steps, under a minute on a GPU), whose evidence fills the README's GPU cell of the
 # first command; recipe: the recipe sweep (params/sweep_gpu.yaml, every trial on the whole corpus to the target or 800 steps), then
 # the real run of its winner (written to params/gpu-124m-fast.yaml) through notebook 04 into out/<gpu>-fast;
 # run: the real run of the committed GPU recipe (params/gpu-124m.yaml); each real run with its phase table, HTML and
@@ -13,14 +14,15 @@
 # index:  bash scripts/fetch_notebook_wheels.sh; mkdir -p .carry && cp data/input.txt .carry/
 # then copy the repository (with .whl/ and .carry/) to the GPU machine and run:  bash scripts/gpu_sweep_and_run.sh
 # A dry run on a CPU, tiny model:  PARTS=recipe DEVICE=cpu NO_WHEELS=1 GPU_TAG=cpu-dry BUDGET_S=300 \
-#   RUN_PARAMS="-p model tiny -p steps 30 -p batch_size 4 -p seq_len 64 -p compile False" \
+#   RUN_PARAMS="-p model tiny -p steps 30 -p batch_size 4 -p seq_len 64 -p tokens_per_step 256 -p compile False" \
 #   BENCH_ARGS="--model tiny --batch_size 4 --seq_len 64" REFERENCE_BENCH_ARGS="--model tiny --grad_accum 2" \
 #   SWEEP_PLAN=plan.yaml SWEEP_ARGS="--token_cap 20000" bash scripts/gpu_sweep_and_run.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 START=$(date +%s)
 BUDGET_S=${BUDGET_S:-560}  # seconds for all of it; each part gets what is left, the sweep last
-PARTS=${PARTS:-sanity recipe}  # which parts, in this order: sanity, recipe (sweep, then its winner's real run), run
+PARTS=${PARTS:-cards sanity recipe}  # which parts, in this order: cards (the students' cards emulated), sanity, recipe
+# (sweep, then its winner's real run), run
 # (the committed GPU recipe params/gpu-124m.yaml), bench, sweep (the moonshot plan); e.g. PARTS="recipe bench"
 OUT=${OUT:-out/device}
 DEVICE=${DEVICE:-cuda}
@@ -90,6 +92,23 @@ if [ "$rc" != 0 ]; then  # e.g. a run short of the target does not replace the R
   python3 -m nanogpt_lib.report --out_dir "$run_dir" --evidence_only
   echo "== evidence only: exit status $?"
 fi
+}
+
+[[ " $PARTS " == *" cards "* ]] && {
+echo "== the students' cards, emulated: params/gpu-124m.yaml for 200 steps with the memory capped, and as a 7.5 card"
+mkdir -p results/gpu-cards
+for card in "16gb --memory_gib 16" "8gb --memory_gib 8" "t4-eager --memory_gib 15 --capability 7.5"; do
+  set -- $card; name=$1; shift
+  eager=$([ "$name" = t4-eager ] && echo "--compile false")
+  timeout "$(upto 60)" python3 scripts/emulate_card.py "$@" -- --config params/gpu-124m.yaml --steps 200 \
+    --out_dir "out/as-$name" --overwrite --device "$DEVICE" --log_every 10 --save_every 0 --sample_every 0 \
+    --max_new_tokens 1 $eager
+  echo "== card $name: exit status $?"
+  for f in logs/train.log logs/train_metrics.csv run_config.json summary.json; do
+    cp "out/as-$name/$f" "results/gpu-cards/$name.$(basename "$f")" 2>/dev/null
+  done
+done
+pack cards
 }
 
 [[ " $PARTS " == *" sanity "* ]] && {
