@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         amp, compiled = amp_decision("auto", machine), compile_decision("auto", machine)
         print(f"{device_name(device)} | amp {amp.value} ({amp.reason}) | compile {compiled.value} ({compiled.reason}) "
               f"| kind {machine_kind(device)}")  # fmt: skip
-        print("The plan of the proven recipe for this machine, micro-batch included: python -m nanogpt_lib.recipes")
+        print("The plan of the proven recipe for this machine, micro-batch included: nanogpt plan")
     return 0
 
 

@@ -1,5 +1,5 @@
 """The overview of every run in ``results/``, drawn from the committed evidence alone: the README's RUNS block (the
-verdict of each run to the target), COMMANDS (what ``make sanity`` and ``make test`` took on each kind of machine)
+verdict of each run to the target), COMMANDS (what ``nanogpt sanity`` and ``make test`` took on each kind of machine)
 and COMPARISON (every run beside the runs of others, with the loss at several phases).
 
 The report (``report.py``) redraws these blocks whenever it writes evidence; notebook 05 shows the comparison.
@@ -208,7 +208,7 @@ def tests_record(path: Path) -> tuple[str, str]:
 
 
 def commands_block(results: Path) -> str:
-    """The two first commands, ``make sanity`` and ``make test``, with what each took and printed on each kind of
+    """The two first commands, ``nanogpt sanity`` and ``make test``, with what each took and printed on each kind of
     machine, from the sanity runs (results/sanity-*/) and the tests' JUnit XML (results/tests-*.xml) committed."""
     sanity: dict[str, str] = {}
     for folder, summary, config, last in committed_runs(results, sanity=True):
@@ -225,7 +225,7 @@ def commands_block(results: Path) -> str:
     tests["gpu"] = "the tests run on the CPU"
     header = "| command | " + " | ".join(HARDWARE_KINDS.values()) + " |"
     rows = [
-        ("`make sanity`", sanity),
+        ("`nanogpt sanity`", sanity),
         ("`make test`", tests),
     ]
     body = "\n".join(

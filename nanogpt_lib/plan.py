@@ -2,7 +2,7 @@
 micro-batch x accumulation, each with its reason, and what is wrong with the set-up (an NVIDIA GPU that this torch
 cannot use, a precision the card only emulates).
 
-The first lines of a run's log are these lines, and ``python -m nanogpt_lib.recipes`` prints them for the proven
+The first lines of a run's log are these lines, and ``nanogpt plan`` (recipes.py) prints them for the proven
 recipe of this machine. The decisions themselves live beside what they decide: precision and compilation in
 device.py, the micro-batch in batchfit.py.
 """

@@ -4,7 +4,7 @@
                                                   # precision, compilation, micro-batch, each with its reason), what
                                                   # its committed run needed, and the time that takes here (a few
                                                   # timed steps of the model)
-    python -m nanogpt_lib.recipes --papermill auto   # "-f params/...yaml" for `make overnight` (nothing: reference)
+    python -m nanogpt_lib.recipes --papermill auto   # "-f params/...yaml" for papermill by hand (nothing: reference)
 
 A recipe is a parameter file in ``params/`` and the folder in ``results/`` with the evidence of its real run. The
 course's reference recipe is the default of every option (``TrainConfig``): no file, and no committed run.

@@ -70,7 +70,7 @@ def find_run(out_dir: str | os.PathLike | None) -> Path:
     runs = [run for run in runs if run.metrics.is_file()]
     if not runs:
         raise UserError(
-            "no run found in out_sanity/ or out/: train one first (notebook 03 or 04, or make sanity), "
+            "no run found in out_sanity/ or out/: train one first (notebook 03 or 04, or nanogpt sanity), "
             "or set out_dir to its run directory"
         )
     return max(runs, key=lambda run: run.metrics.stat().st_mtime).root
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     if report["left_out"]:
         print(
             f"Not copied, still being run by papermill (or killed while it ran): {', '.join(report['left_out'])}; "
-            f"once it has finished, make html RUN_DIR={args.out_dir} copies it",
+            f"once it has finished, nanogpt html --run-dir {args.out_dir} copies it",
             file=sys.stderr,
         )
     return 0

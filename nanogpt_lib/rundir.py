@@ -7,7 +7,7 @@
     ├─ logs/train_metrics.csv   one row per log step (runlog.METRICS_COLUMNS)
     ├─ logs/loss_curve.png      drawn by the report
     ├─ samples/samples.txt      STEP / PROMPT / OUTPUT blocks
-    ├─ html/                    the executed notebooks as HTML (make html)
+    ├─ html/                    the executed notebooks as HTML (nanogpt html)
     ├─ summary.json             final numbers: status, steps, tokens, times, losses
     ├─ phases.md                the full-corpus loss at several phases (python -m nanogpt_lib.evaluate --out)
     └─ run_config.json          options, model, device, versions, commit, resumes

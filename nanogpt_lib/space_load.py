@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m nanogpt_lib.space_load",
         description="Start the Space's app on loopback and send it many requests at once through gradio_client.",
     )
-    parser.add_argument("--model_dir", required=True, type=Path, help="an exported model folder (make export)")
+    parser.add_argument("--model_dir", required=True, type=Path, help="an exported model folder (nanogpt export)")
     parser.add_argument("--clients", type=int, default=8, help="clients sending at once (default 8)")
     parser.add_argument("--requests", type=int, default=3, help="requests each client sends at once (default 3)")
     parser.add_argument("--max_new_tokens", type=int, default=200, help="tokens per request (default 200)")

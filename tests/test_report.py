@@ -132,8 +132,8 @@ def test_the_first_screen_shows_each_run_and_the_two_commands_from_results(run_d
     assert "| [slow](results/slow/) |" in runs and "not yet: interrupted" in runs
     assert "[04 (one of 3 sessions)](results/slow/04_full_training.html)" in runs and "sanity-" not in runs
     commands = text.split("<!--AUTO:COMMANDS:START-->")[1].split("<!--AUTO:COMMANDS:END-->")[0]
-    sanity = next(line for line in commands.splitlines() if line.startswith("| `make sanity`"))
-    assert sanity.startswith("| `make sanity` | ") and "([run](results/sanity-cpu-no-bf16/))" in sanity
+    sanity = next(line for line in commands.splitlines() if line.startswith("| `nanogpt sanity`"))
+    assert sanity.startswith("| `nanogpt sanity` | ") and "([run](results/sanity-cpu-no-bf16/))" in sanity
     assert sanity.endswith("| no committed run yet | no committed run yet |")  # none on a CPU with bf16 units, a GPU
     tests = next(line for line in commands.splitlines() if line.startswith("| `make test`"))
     assert tests == (
