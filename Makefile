@@ -69,6 +69,7 @@ lint: setup-dev  ## ruff on the library and the tests
 test: setup-dev lint data/input.txt  ## set up, lint, then run the test suite (JUNIT=1: its record in results/tests-<kind of machine>.xml)
 	$(PY) -m pytest $(if $(JUNIT),--junitxml=results/tests-$$($(PY) -m nanogpt_lib.device --kind).xml)
 	$(if $(JUNIT),sed -i 's|$(CURDIR)/||g' results/tests-$$($(PY) -m nanogpt_lib.device --kind).xml)  # paths relative to the project
+	$(if $(JUNIT),$(PY) -m nanogpt_lib.report --overview)  # the README's overview shows the new record
 
 # ---------------------------------------------------------------------- Hugging Face export and Space
 EXPORT_DIR ?= $(RUN_DIR)-hf

@@ -271,8 +271,9 @@ def keep_freed_memory() -> bool:
 
     By default glibc serves allocations above its mmap threshold (at most 32 MB) with fresh pages from the kernel
     and unmaps them when freed, so each training step on a CPU maps its large tensors (logits: B*T x 50,257 floats)
-    anew and takes a page fault per 4 KB of them. Measured on a 2-core x86 CPU (python -m nanogpt_lib.bench, and the
-    sanity configuration): a training step 1.2-1.7x faster. Other platforms are left as they are.
+    anew and takes a page fault per 4 KB of them. Measured on a 2-core x86 CPU with python -m nanogpt_lib.bench: a
+    training step of the tiny model 1.60x faster (results/bench_cpu.md against results/bench_cpu_default_allocator.md).
+    Other platforms are left as they are.
     """
     if not sys.platform.startswith("linux"):
         return False

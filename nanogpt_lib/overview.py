@@ -100,8 +100,18 @@ def run_row(
         f"{tokens / 1e6:.2f}M" if tokens else "–",
         wall,
         _crossed(summary, last),
+        _first_step_below(summary, per_step),
         phases_cell(phases_file),
     )
+
+
+def _first_step_below(summary: dict[str, Any], per_step: Any) -> str:
+    """The first step whose own loss was below the target, and the tokens seen by then: the figure to set beside runs
+    that stopped on the loss of a step."""
+    step = summary.get("target_step")
+    if not isinstance(step, int):
+        return "–"
+    return f"{step:,} ({step * per_step / 1e6:.2f}M tokens)" if isinstance(per_step, int) else f"{step:,}"
 
 
 def project_runs(results: Path, exclude: str | None = None) -> list[tuple[str, ...]]:
@@ -149,7 +159,7 @@ def others_rows(results: Path) -> list[tuple[str, ...]]:
     for row in rows:
         source = row["source"].strip()
         name = f"[{row['run']}]({source})" if source.startswith("https://") else f"{row['run']} ({source})"
-        out.append((name, *(row[column] or "not stated" for column in OTHERS_COLUMNS[1:-1]), "–"))
+        out.append((name, *(row[column] or "not stated" for column in OTHERS_COLUMNS[1:-1]), "the same", "–"))
     return out
 
 
@@ -164,14 +174,42 @@ def hardware_kind(device: str, amp: str) -> str:
 HARDWARE_KINDS = {"cpu-no-bf16": "CPU without bf16 units", "cpu-bf16": "CPU with bf16 units", "gpu": "GPU"}
 
 
+PHASE_HOLDS = 0.2  # a model whose worst phase is above this knows the text only where the windows were cut in training
+HISTORY = "docs/history.md"  # where the runs that did not finish are told
+
+
+def finished(summary: dict[str, Any], last: dict[str, Any]) -> bool:
+    """Whether a run ended (at the target, after its steps, or diverged) and was not continued past that end."""
+    return summary.get("status") in ("target_reached", "completed", "diverged") and not logged_past_summary(
+        summary, last
+    )
+
+
+def _headline_verdict(summary: dict[str, Any], last: dict[str, Any], phases_file: Path) -> str:
+    """The verdict of a finished run; one at the target whose model is above ``PHASE_HOLDS`` at another phase says
+    that it reached the target at phase 0 only."""
+    verdict = _verdict(summary, last)
+    losses = runlog.read_phase_table(phases_file) or {}
+    if summary.get("status") == "target_reached" and max(losses.values(), default=0.0) > PHASE_HOLDS:
+        verdict = verdict.replace("**target reached**", "**target reached at phase 0 only**")
+    return verdict
+
+
 def runs_block(results: Path) -> str:
-    """The verdict of each run to the target whose evidence is in ``results``: what stopped it, at which loss, after
-    how many steps, tokens and minutes, with links to its evidence and its executed notebooks as HTML."""
+    """The verdict of each finished run in ``results``: what stopped it, at which loss, its loss wherever the text is
+    cut, after how many steps, tokens and minutes, with links to its evidence and its executed notebooks as HTML; the
+    runs that did not finish are named below the table, their story in ``HISTORY``."""
     lines = [
-        "| run | hardware | verdict | steps | tokens | wall time | notebooks |",
-        "| --- | --- | --- | ---: | ---: | ---: | --- |",
+        "| run | hardware | verdict | full-corpus loss at phase 0 / at the worst other phase | steps | tokens "
+        "| wall time | notebooks |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | --- |",
     ]
+    unfinished = []
     for folder, summary, config, last in committed_runs(results):
+        steps, tokens, seconds = progress(summary, last)
+        if not finished(summary, last):
+            unfinished.append(f"[{folder.name}](results/{folder.name}/) (stopped at step {steps:,}, before its end)")
+            continue
         device = summary.get("device") or config.get("device_name", "?")
         amp = summary.get("amp") or config.get("amp", "?")
         sessions = len(config.get("resumes", [])) + 1  # notebook 04 shows the session that ran it
@@ -180,12 +218,14 @@ def runs_block(results: Path) -> str:
             f"(results/{folder.name}/{p.name})"
             for p in sorted(folder.glob("*.html"))
         ]
-        steps, tokens, seconds = progress(summary, last)
+        phases = folder / evidence_name("phases")
         lines.append(
             f"| [{folder.name}](results/{folder.name}/) | {device}, {'fp32' if amp in ('off', None) else amp} "
-            f"| {_verdict(summary, last)} | {cell(steps, ',')} | {f'{tokens / 1e6:.2f}M' if tokens else '–'} "
-            f"| {duration(seconds)} | {' · '.join(html) or '–'} |"
+            f"| {_headline_verdict(summary, last, phases)} | {phases_cell(phases)} | {cell(steps, ',')} "
+            f"| {f'{tokens / 1e6:.2f}M' if tokens else '–'} | {duration(seconds)} | {' · '.join(html) or '–'} |"
         )
+    if unfinished:
+        lines.append(f"\nNot finished, so not in the table ([what they showed]({HISTORY})): {'; '.join(unfinished)}.")
     return "\n".join(lines)
 
 
@@ -243,14 +283,15 @@ def comparison_block(results: Path, run: Run | None = None) -> str:
     )
     header = (
         "| run | hardware | precision | tokens/step | steps | tokens | wall time | what crossed the target "
-        "| full-corpus loss at phase 0 / at the worst other phase |\n"
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |"
+        "| first step whose own loss was below the target | full-corpus loss at phase 0 / at the worst other phase |\n"
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |"
     )
     runs = (*ours, *project_runs(results, exclude=run.name if run else None), *others_rows(results))
     rows = "\n".join("| " + " | ".join(row) + " |" for row in runs)
     return (
         f"{header}\n{rows}\n\nOnly this project's runs report the loss over the whole corpus; the others stopped on "
-        f"the loss of one step (or a mean of steps), which a noisy batch can cross early. The wall time of a resumed "
+        f"the loss of one step (or a mean of steps), which a noisy batch can cross early: set their steps and tokens "
+        f"beside the first step of ours whose own loss was below the target. The wall time of a resumed "
         f"run adds up the training loops of its sessions, steps redone after a resume included; starting each "
         f"session (loading the checkpoint) comes on top."
     )

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import runlog
 from .atomic import atomic_write
 from .errors import UserError, run_cli
 from .overview import OVERVIEW_BLOCKS
@@ -88,6 +89,22 @@ def load_run(out_dir: str | os.PathLike) -> Run:
     )
 
 
+def load_evidence(folder: str | os.PathLike) -> Run:
+    """A run as its evidence in results/<name>/ holds it: the run directory (and its checkpoints) is not needed."""
+    folder = Path(folder)
+    path = lambda attr: folder / evidence_name(attr)  # noqa: E731
+    try:
+        metrics = runlog.read_metrics(path("metrics"))
+        summary, config = runlog.read_json(path("summary")), runlog.read_json(path("run_config"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read the evidence in {folder}: {err}") from None
+    if not metrics:
+        raise UserError(f"{folder} holds no metrics rows")
+    samples = runlog.read_samples(path("samples")) if path("samples").is_file() else []
+    log = runlog.read_log_lines(path("log")) if path("log").is_file() else []
+    return Run(out_dir=folder, metrics=metrics, summary=summary, config=config, log_lines=log, samples=samples)
+
+
 # ---------------------------------------------------------------------- the pieces
 
 
@@ -147,12 +164,14 @@ def plot_block(plot_rel: str, name: str | None = None) -> str:
     return f"![Training loss{of} per optimizer step, log scale, with the target line]({plot_rel})"
 
 
-def metrics_block(run: Run, results_rel: str, max_rows: int = 8) -> str:
-    """Evenly spaced rows of the metrics CSV, always with the first and the last."""
+def metrics_block(run: Run, results_rel: str, max_rows: int = 6) -> str:
+    """Evenly spaced rows of the metrics CSV, always with the first and the last, and every row where the full-corpus
+    loss was measured."""
     rows = run.metrics
     if len(rows) > max_rows:
-        picks = sorted({round(i * (len(rows) - 1) / (max_rows - 1)) for i in range(max_rows)})
-        rows = [rows[i] for i in picks]
+        picks = {round(i * (len(rows) - 1) / (max_rows - 1)) for i in range(max_rows)}
+        picks |= {i for i, row in enumerate(rows) if row.get("corpus_loss") is not None}
+        rows = [rows[i] for i in sorted(picks)]
     lines = [
         "| step | loss | lr | tokens seen | tok/s | elapsed | full-corpus loss |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -335,12 +354,41 @@ def write_report(
     }
 
 
+def write_from_results(readme: str | os.PathLike, name: str) -> bool:
+    """Draw the README's results again from the evidence of run ``name`` in results/ beside it; whether it changed."""
+    readme = Path(readme)
+    results = readme.parent / "results" / name
+    old = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    if not old:
+        raise UserError(f"README {readme} not found")
+    new = replace_blocks(old, run_blocks(load_evidence(results), name, results))
+    if new != old:
+        atomic_write(readme, lambda fh: fh.write(new.encode("utf-8")))
+    return new != old
+
+
+def write_overview(readme: str | os.PathLike) -> bool:
+    """Draw the README's overview of the runs (OVERVIEW_BLOCKS) again from results/ beside it; whether it changed."""
+    readme = Path(readme)
+    try:
+        old = readme.read_text(encoding="utf-8")
+    except OSError as err:
+        raise UserError(f"cannot read README {readme}: {err.strerror}") from None
+    results = readme.parent / "results"
+    new = replace_blocks(
+        old, {key: draw(results) for key, draw in OVERVIEW_BLOCKS.items() if _marker(key, "START") in old}
+    )
+    if new != old:
+        atomic_write(readme, lambda fh: fh.write(new.encode("utf-8")))
+    return new != old
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m nanogpt_lib.report",
         description="Fill the README's AUTO blocks and results/<run name>/ from a run directory.",
     )
-    parser.add_argument("--out_dir", required=True, help="the run directory to report on")
+    parser.add_argument("--out_dir", help="the run directory to report on (required but with --overview)")
     parser.add_argument(
         "--readme", default="README.md", help="README to rewrite; results/ goes beside it (default: README.md)"
     )
@@ -356,7 +404,28 @@ def main(argv: list[str] | None = None) -> int:
         help="only copy the evidence to results/<run name>/ (a run in progress, say); of the README, only the "
         "overview of the runs (RUNS, COMMANDS, COMPARISON) is redrawn",
     )
+    parser.add_argument(
+        "--from_results",
+        metavar="NAME",
+        help="draw the README's results (SUMMARY, PLOT, METRICS, LOGS, SAMPLES) from the evidence in results/NAME/ "
+        "beside it, without its run directory; nothing else is written",
+    )
+    parser.add_argument(
+        "--overview",
+        action="store_true",
+        help="only draw the README's overview of the runs (RUNS, COMMANDS, COMPARISON) again from results/",
+    )
     args = parser.parse_args(argv)
+    if args.from_results:
+        changed = write_from_results(args.readme, args.from_results)
+        print(f"{args.readme}: {'updated' if changed else 'already up to date'}", file=sys.stderr)
+        return 0
+    if args.overview:
+        changed = write_overview(args.readme)
+        print(f"{args.readme}: overview {'updated' if changed else 'already up to date'}", file=sys.stderr)
+        return 0
+    if not args.out_dir:
+        parser.error("--out_dir is required (or --overview)")
     report = write_report(args.out_dir, args.readme, args.name, args.force, args.evidence_only)
     state = "updated" if report["changed"] else "already up to date"
     if args.evidence_only:

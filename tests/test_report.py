@@ -10,7 +10,7 @@ import pytest
 from nanogpt_lib import overview, report, runlog, train
 from nanogpt_lib.errors import EXIT_USER_ERROR, UserError, run_cli
 
-from .conftest import run_module, tiny_args, write_small_corpus
+from .conftest import ROOT, run_module, tiny_args, write_small_corpus
 
 README = """# A course README
 
@@ -101,7 +101,7 @@ def test_the_runs_of_others_come_from_a_data_file_with_their_sources(run_dir: Pa
     ours = rows.index(next(r for r in rows if r.startswith(f"| [{run_dir.name}](results/{run_dir.name}/) |")))
     assert rows[ours + 1].startswith("| The course's reference run (the course's log) | RTX 4060 Ti | fp16 |")
     assert rows[ours + 2].startswith("| [Peer, fewest tokens](https://example.org/peer) | not stated | not stated |")
-    assert rows[ours + 2].endswith("| 9.38M | not stated | one batch's loss | – |")
+    assert rows[ours + 2].endswith("| 9.38M | not stated | one batch's loss | the same | – |")  # their own crossing
 
     (tmp_path / "results" / "others.csv").write_text("run,hardware\nx,y\n", encoding="utf-8")
     with pytest.raises(UserError, match="others.csv lacks the column"):
@@ -129,8 +129,9 @@ def test_the_first_screen_shows_each_run_and_the_two_commands_from_results(run_d
     assert (
         f"| [{run_dir.name}](results/{run_dir.name}/) | CPU" in runs and "| **target reached** by the one step" in runs
     )
-    assert "| [slow](results/slow/) |" in runs and "not yet: interrupted" in runs
-    assert "[04 (one of 3 sessions)](results/slow/04_full_training.html)" in runs and "sanity-" not in runs
+    # an unfinished run is named below the table, not a row of it
+    assert "| [slow](results/slow/) |" not in runs and "sanity-" not in runs
+    assert "Not finished, so not in the table" in runs and "[slow](results/slow/) (stopped at step" in runs
     commands = text.split("<!--AUTO:COMMANDS:START-->")[1].split("<!--AUTO:COMMANDS:END-->")[0]
     sanity = next(line for line in commands.splitlines() if line.startswith("| `nanogpt sanity`"))
     assert sanity.startswith("| `nanogpt sanity` | ") and "([run](results/sanity-cpu-no-bf16/))" in sanity
@@ -148,7 +149,7 @@ def test_the_first_screen_shows_each_run_and_the_two_commands_from_results(run_d
     before = readme.read_text(encoding="utf-8")
     assert report.write_report(later, readme, evidence_only=True)["changed"]
     after = readme.read_text(encoding="utf-8")
-    assert "| [run2](results/run2/) |" in after and "run2" not in after.replace(after.split("<!--AUTO:RUNS:")[1], "")
+    assert "[run2](results/run2/)" in after and "run2" not in after.replace(after.split("<!--AUTO:RUNS:")[1], "")
     results_part = lambda text: text.split("<!--AUTO:RUNS:START-->")[0]  # noqa: E731  (the run's own blocks)
     assert results_part(after) == results_part(before)
 
@@ -311,6 +312,46 @@ def test_the_comparison_lists_the_projects_other_runs_from_results(run_dir: Path
     reached = next(line for line in block.splitlines() if line.startswith(f"| [{run_dir.name}]"))
     assert "one step's loss" in reached and "resume" not in reached
     assert sum(line.startswith("| [slow]") for line in block.splitlines()) == 0  # "This run" is not listed twice
+
+
+def test_the_headline_says_phase_0_only_and_the_comparison_the_first_step_below(run_dir: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(README + "<!--AUTO:RUNS:START-->\n<!--AUTO:RUNS:END-->\n", encoding="utf-8")
+    report.write_report(run_dir, readme)
+    phases = tmp_path / "results" / run_dir.name / "phases.md"
+    table = "| phase | tokens predicted | full-corpus loss | seconds |\n| ---: | ---: | ---: | ---: |\n"
+    for worst, verdict in ((0.15, "| **target reached** by"), (0.52, "| **target reached at phase 0 only** by")):
+        phases.write_text(f"{table}| 0 | 99 | 0.08 | 1.0 |\n| 64 | 99 | {worst} | 1.0 |\n", encoding="utf-8")
+        assert report.write_overview(readme) is True
+        row = next(line for line in readme.read_text().splitlines() if line.startswith(f"| [{run_dir.name}]"))
+        assert verdict in row and f"| 0.0800 / {worst:.4f} (phase 64) |" in row
+    summary = report.load_run(run_dir).summary
+    block = overview.comparison_block(tmp_path / "results")
+    row = next(line for line in block.splitlines() if line.startswith(f"| [{run_dir.name}]"))
+    first = summary["target_step"]
+    assert f"| {first:,} ({first * summary['tokens_per_step'] / 1e6:.2f}M tokens) |" in row
+
+
+def test_the_results_alone_draw_the_same_readme_and_every_full_corpus_row(run_dir: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(README, encoding="utf-8")
+    report.write_report(run_dir, readme)
+    assert report.write_from_results(readme, run_dir.name) is False  # the evidence says what the run directory said
+    run = report.load_run(run_dir)
+    rows = [{**run.metrics[0], "step": i, "corpus_loss": 0.5 if i in (3, 11, 17) else None} for i in range(1, 21)]
+    block = report.metrics_block(report.Run(out_dir=run_dir, metrics=rows), "results/x")
+    steps = [int(line.split("|")[1].replace(",", "")) for line in block.splitlines()[2:] if line.startswith("| ")]
+    assert {3, 11, 17, 1, 20} <= set(steps) and len(steps) == len(set(steps))
+
+
+def test_the_committed_readme_overview_is_what_results_say(tmp_path: Path) -> None:
+    """The README's RUNS, COMMANDS and COMPARISON blocks are drawn again from the committed results/ and compared."""
+    readme = tmp_path / "README.md"
+    readme.write_text((ROOT / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "results").symlink_to(ROOT / "results", target_is_directory=True)
+    assert report.write_overview(readme) is False, (
+        "README.md's overview drifted: python -m nanogpt_lib.report --overview"
+    )
 
 
 def test_a_run_logged_past_its_summary_is_reported_from_its_log(run_dir: Path, tmp_path: Path) -> None:
