@@ -148,6 +148,8 @@ def on_colab(tmp_path_factory) -> dict:
             done[f"overnight {steps}"] = nanogpt("overnight", "--recipe", "reference", *TINY,
                                                  "-p", "input_file", str(corpus), "-p", "steps", steps)  # fmt: skip
         done["report"] = nanogpt("report", "--readme", str(readme), "--force")
+        (drive / "nanogpt-course" / "full" / "html" / "05_report.html").unlink()
+        done["html"] = nanogpt("html", "--readme", str(readme))  # on its own: the HTML again, and the copy
         done["phases"] = nanogpt("phases")
     return done
 
@@ -161,8 +163,8 @@ def test_on_colab_the_run_lands_on_drive_and_a_second_execution_resumes(on_colab
     assert (run / "04_full_training.ipynb").is_file()
 
 
-def test_report_and_phases_follow_the_run(on_colab: dict) -> None:
-    assert on_colab["report"] == 0 and on_colab["phases"] == 0
+def test_report_html_and_phases_follow_the_run(on_colab: dict) -> None:
+    assert on_colab["report"] == 0 and on_colab["html"] == 0 and on_colab["phases"] == 0
     run = on_colab["drive"] / "nanogpt-course" / "full"
     assert {p.name for p in (run / "html").iterdir()} == {"04_full_training.html", "05_report.html"}
     results = on_colab["readme"].parent / "results" / "full"
