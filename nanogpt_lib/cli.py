@@ -72,7 +72,7 @@ def in_project(path: str | Path) -> Path:
 def run_dir(args: argparse.Namespace, name: str) -> Path:
     """``--run-dir``, or ``out/NAME`` in the project; on Colab with Drive mounted, ``nanogpt-course/NAME`` on Drive."""
     if args.run_dir:
-        return in_project(args.run_dir)
+        return Path(args.run_dir)  # main() took it relative to the project
     drive = drive_folder()
     if drive is not None:
         return drive / "nanogpt-course" / name
@@ -175,7 +175,7 @@ def step_data(args: argparse.Namespace) -> int:
 
 
 def step_sanity(args: argparse.Namespace) -> int:
-    out = in_project(args.run_dir or ROOT / "out_sanity")
+    out = Path(args.run_dir or "out_sanity")
     ensure_data(Path(args.input_file))
     flags = ["--input_file", args.input_file, "--out_dir", str(out), *SANITY_FLAGS, "--overwrite"]
     status = train.main([*flags, *as_flags(parameters(args.p))])

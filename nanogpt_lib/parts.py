@@ -52,22 +52,20 @@ class Parts:
     batches: Batches
     run_dir: RunDir  # a QuietRunDir, which writes nothing, on processes other than rank 0
     say: Callable[[str], None]  # a line for the run's log
-    compile_pending: bool  # the model is compiled and has not run yet: its first step compiles it, or fails to
 
     def train_step(self, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """Optimizer step ``step`` (1-based) with these parts: ``step.training_step``."""
-        if self.compile_pending:
-            self.compile_pending = False
-            return self.first_compiled_step(cfg, step)
         return training_step(
             self.model, self.raw_model, self.optimizers, self.scaler, self.batches.next, cfg, step, self.device,
             self.amp, self.no_sync,
         )  # fmt: skip
 
-    def first_compiled_step(self, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-        """``train_step`` through the compiled model, where compilation happens; when it fails (no working Triton or
-        C++ compiler, an unsupported card), the model goes back to eager mode and the same step is taken again from
-        the same batches and random state, so the run loses nothing and trains as an eager run would."""
+    def first_step(self, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """The first ``train_step`` of a session, where a compiled model compiles. When compilation fails (no working
+        Triton or C++ compiler, an unsupported card), the model goes back to eager mode and the same step is taken
+        again from the same batches and random state, so the run loses nothing and trains as an eager run would."""
+        if not self.plan.compile.value:
+            return self.train_step(cfg, step)
         data, rng = self.batches.state_dict(), resume.rng_state(self.device, distributed.Group())
         try:
             return self.train_step(cfg, step)
@@ -183,7 +181,6 @@ def _assemble(
         batches=batches,
         run_dir=run_dir,
         say=say,
-        compile_pending=plan.compile.value,
     )
     if ckpt is None:
         return parts, None

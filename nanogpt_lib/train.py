@@ -310,7 +310,7 @@ class Trainer:
         Returns the step loss (fp32, the one host-device sync per step), the gradient norm and the rate."""
         cfg, state, p = self.cfg, self.state, self.parts
         with state.timers.phase("warmup_s" if first else "train_s"):
-            loss, grad_norm, lr = p.train_step(cfg, state.step + 1)
+            loss, grad_norm, lr = (p.first_step if first else p.train_step)(cfg, state.step + 1)
             state.step += 1
             if p.group.enabled:
                 loss, self.stop_asked = mean_over_group(loss, self.stop_requests.signal is not None, p.group)
