@@ -46,7 +46,9 @@ RECIPES = (
     Recipe("cpu", "params/cpu-124m.yaml", "results/cpu-2core-bf16", ("cpu", "mps")),
     Recipe("gpu", "params/gpu-124m.yaml", "results/h100-bf16", ("cuda",)),
     Recipe("cpu-wsd", "params/cpu-124m-wsd.yaml", "results/cpu-2core-wsd", ("cpu", "mps")),
-    Recipe("cpu-wsd-random", "params/cpu-124m-wsd-random.yaml", "results/cpu-2core-wsd-random", ("cpu", "mps")),
+    Recipe(
+        "cpu-wsd-random", "params/cpu-124m-wsd-random.yaml", "results/superseded/cpu-2core-wsd-random", ("cpu", "mps")
+    ),
 )
 CHOICES = ("auto", "reference", *(r.name for r in RECIPES))
 # options that say where and how a run is kept, not what it trains: they do not make another recipe
