@@ -144,18 +144,30 @@ def run_notebook(name: str, out_dir: Path, values: dict[str, Any], kernel: str) 
     return output
 
 
-def export_html(folder: Path) -> list[Path]:
-    """The executed notebooks in ``folder`` as self-contained HTML (nbconvert's lab template) in ``folder/html``."""
+def export_html(folder: Path, into: Path | None = None) -> list[Path]:
+    """The executed notebooks in ``folder`` as self-contained HTML (nbconvert's lab template) in ``into`` (default
+    ``folder/html``)."""
+    import nbformat
     from nbconvert import HTMLExporter
+
+    from .notebook import add_earlier_sessions
 
     exporter, written = HTMLExporter(template_name="lab"), []
     for notebook in sorted(folder.glob("*.ipynb")):
-        body, _ = exporter.from_filename(str(notebook))
-        target = folder / "html" / f"{notebook.stem}.html"
+        nb = nbformat.read(notebook, as_version=4)
+        if notebook.stem == "04_full_training":  # a resumed run's sessions before the one it saved, from step 1
+            add_earlier_sessions(nb, folder)
+        body, _ = exporter.from_notebook_node(nb)
+        target = (into or folder / "html") / f"{notebook.stem}.html"
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(target, lambda fh, text=body: fh.write(text.encode("utf-8")))
         written.append(target)
     return written
+
+
+def is_evidence(folder: Path) -> bool:
+    """Whether ``folder`` is a run's evidence as results/<run>/ keeps it (train.log beside summary.json, no logs/)."""
+    return (folder / "train.log").is_file() and not (folder / "logs").is_dir()
 
 
 def launch(command: list[str], env: dict[str, str] | None, dry_run: bool) -> int:
@@ -221,6 +233,10 @@ def step_report(args: argparse.Namespace) -> int:
 
 def step_html(args: argparse.Namespace) -> int:
     out = run_dir(args, "full")
+    if is_evidence(out):  # results/<run>/: the HTML beside its notebooks, nothing to copy
+        for page in export_html(out, into=out):
+            print(f"wrote {page}", file=sys.stderr)
+        return 0
     for page in export_html(out):
         print(f"wrote {page}", file=sys.stderr)
     return report.main(["--out_dir", str(out), "--readme", args.readme, "--evidence_only"])

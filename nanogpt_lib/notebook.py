@@ -7,6 +7,7 @@ ipywidgets Output), and printing is throttled: papermill writes the whole notebo
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import sys
@@ -22,10 +23,50 @@ from tqdm import tqdm
 from .config import TrainConfig
 from .device import pick_device
 from .plots import loss_figure
-from .runlog import step_line
+from .rundir import RunDir
+from .runlog import read_json, read_log_lines, read_metrics, step_line
 from .sample import generate_text, load_model
 
 NOTEBOOK_ONLY_PARAMETERS = {"progress_bar", "live_every_s"}
+RESUMED = "Resumed from "  # how train.log begins each session after the first
+
+
+def earlier_sessions(log: Path, metrics: Path, before_step: int | None = None) -> tuple[list[dict], list[str]]:
+    """The metrics rows and log lines of a run's sessions so far, from its train.log and train_metrics.csv; with
+    ``before_step``, of the sessions before the one that resumed at that step."""
+    rows = read_metrics(metrics) if metrics.is_file() else []
+    lines = read_log_lines(log)
+    if before_step is not None:
+        rows = [row for row in rows if row["step"] <= before_step]
+        starts = [i for i, line in enumerate(lines) if line.startswith(RESUMED) and f" at step {before_step} " in line]
+        lines = lines[: starts[-1]] if starts else []
+    return rows, lines
+
+
+def show_earlier_sessions(out_dir: str | os.PathLike, target: float, resume: bool = True) -> int:
+    """On resume, what the run's earlier sessions did before this one goes on: their loss curve and their log, from
+    the run directory's train_metrics.csv and train.log, so that the saved notebook covers the run from step 1.
+    Returns the number of earlier sessions (0: a fresh run, nothing shown)."""
+    run = RunDir(out_dir)
+    if not resume or not run.last.is_file():
+        print("A fresh run: no earlier sessions to show.")
+        return 0
+    rows, lines = earlier_sessions(run.log, run.metrics)
+    return display_sessions(rows, lines, target, f"{run.root}")
+
+
+def display_sessions(rows: list[dict], lines: list[str], target: float, where: str) -> int:
+    """Show earlier sessions' rows as a loss curve and their log lines; returns how many sessions they were."""
+    sessions = 1 + sum(line.startswith(RESUMED) for line in lines)
+    last = int(rows[-1]["step"]) if rows else 0
+    print(
+        f"Earlier sessions of this run: {sessions}, up to step {last:,} (from train_metrics.csv and train.log in "
+        f"{where}); steps after the last checkpoint are trained again below."
+    )
+    if rows:
+        show(loss_figure(rows, target, f"Earlier sessions: steps 1-{last:,}", size=(7, 3.5)))
+    print("\n".join(lines))
+    return sessions
 
 
 def project_root() -> Path:
@@ -75,6 +116,60 @@ def config_from_parameters(namespace: dict[str, Any], names_before: set[str]) ->
     return cfg
 
 
+EARLIER_TAG = "earlier-sessions"  # the tag of notebook 04's cell that shows the earlier sessions
+
+
+def run_files(folder: Path) -> tuple[Path, Path, Path]:
+    """train.log, train_metrics.csv and run_config.json of a run directory, or of its evidence in results/<run>/."""
+    run = RunDir(folder)
+    if run.log.is_file():
+        return run.log, run.metrics, run.run_config
+    return folder / run.log.name, folder / run.metrics.name, folder / run.run_config.name
+
+
+def add_earlier_sessions(nb: Any, folder: Path) -> bool:
+    """Give an executed notebook 04 of a resumed run, saved by a version that did not show the earlier sessions, that
+    cell after all: its outputs drawn now from the run's train.log and train_metrics.csv in ``folder`` (the sessions
+    before the one the notebook ran), and a note that says so. False when there is nothing to add."""
+    import nbformat
+
+    cells = nb.cells
+    if any(EARLIER_TAG in c.get("metadata", {}).get("tags", []) for c in cells):
+        return False
+    titles = [c.source if c.cell_type == "markdown" else "" for c in cells]
+    at = next((i for i, title in enumerate(titles) if title.startswith("## Training")), None)
+    log, metrics, config = run_files(folder)
+    resumes = read_json(config).get("resumes", []) if config.is_file() else []
+    if at is None or not resumes:
+        return False
+    before = resumes[-1]["step"]
+    rows, lines = earlier_sessions(log, metrics, before_step=before)
+    target = read_json(config).get("train_config", {}).get("target_loss", TrainConfig.target_loss)
+    sessions = 1 + sum(line.startswith(RESUMED) for line in lines)
+    head = f"Earlier sessions of this run: {sessions}, steps 1 to {before:,} (from train_metrics.csv and train.log).\n"
+    outputs = [nbformat.v4.new_output("stream", name="stdout", text=head)]
+    if rows:
+        fig = loss_figure(rows, target, f"Earlier sessions: steps 1-{before:,}", size=(7, 3.5))
+        png = base64.b64encode(figure_png(fig)).decode("ascii")
+        outputs.append(nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"}))
+    outputs.append(nbformat.v4.new_output("stream", name="stdout", text="\n".join(lines) + "\n"))
+    note = (
+        "## Earlier sessions\n"
+        f"The {sessions} session(s) before the one this notebook ran (it resumed at step {before:,}): added to the "
+        "saved notebook by `nanogpt html` from the run's `train_metrics.csv` and `train.log`, because the session ran "
+        "a notebook 04 that did not show them yet. The code below was not executed in that session."
+    )
+    code = nbformat.v4.new_code_cell(
+        "# added by nanogpt html from the run's train_metrics.csv and train.log; not executed in this session",
+        outputs=outputs,
+        metadata={"tags": [EARLIER_TAG]},
+    )
+    cells[at:at] = [nbformat.v4.new_markdown_cell(note), code]
+    for i, cell in enumerate(cells):
+        cell["id"] = str(i)
+    return True
+
+
 def figure_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -103,6 +198,9 @@ class LiveProgress:
 
     def on_start(self, info: dict) -> None:
         self.info = info
+        run = RunDir(self.trainer.cfg.out_dir)  # a resumed run's plot starts with its earlier sessions' rows
+        if info["start_step"] and run.metrics.is_file():
+            self.rows = [row for row in read_metrics(run.metrics) if row["step"] <= info["start_step"]]
         self.plot_handle = display(
             {"text/plain": "(the loss plot appears after the first log step)"}, raw=True, display_id=True
         )

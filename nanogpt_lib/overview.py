@@ -1,6 +1,7 @@
-"""The overview of every run in ``results/``, drawn from the committed evidence alone: the README's RUNS block (the
-verdict of each run to the target), COMMANDS (what ``nanogpt sanity`` and ``make test`` took on each kind of machine)
-and COMPARISON (every run beside the runs of others, with the loss at several phases).
+"""The overview of every run in ``results/``, drawn from the committed evidence alone: the README's HEADLINE (the
+result in one sentence), START (what ``nanogpt sanity`` and ``nanogpt overnight`` take on each kind of machine), RUNS
+(the verdict of each finished run), COMPARISON (every run beside the runs of others, with the loss at several phases)
+and TESTS (what ``make test`` took).
 
 The report (``report.py``) redraws these blocks whenever it writes evidence; notebook 05 shows the comparison.
 """
@@ -115,11 +116,11 @@ def _first_step_below(summary: dict[str, Any], per_step: Any) -> str:
 
 
 def project_runs(results: Path, exclude: str | None = None) -> list[tuple[str, ...]]:
-    """Rows for this project's other runs: each folder of ``results`` that holds the evidence of a run (its
+    """Rows for this project's other finished runs: each folder of ``results`` that holds the evidence of a run (its
     summary.json, run_config.json and train_metrics.csv), the one named ``exclude`` left out, linked by folder."""
     rows = []
     for folder, summary, config, last in committed_runs(results):
-        if folder.name != exclude:
+        if folder.name != exclude and finished(summary, last):  # the unfinished ones: docs/history.md
             label = f"[{folder.name}](results/{folder.name}/)"
             rows.append(run_row(label, summary, config, last, folder / evidence_name("phases")))
     return rows
@@ -176,6 +177,7 @@ HARDWARE_KINDS = {"cpu-no-bf16": "CPU without bf16 units", "cpu-bf16": "CPU with
 
 PHASE_HOLDS = 0.2  # a model whose worst phase is above this knows the text only where the windows were cut in training
 HISTORY = "docs/history.md"  # where the runs that did not finish are told
+EARLIER_TAG = "celltag_earlier-sessions"  # nbconvert's class for notebook 04's cell with the earlier sessions
 
 
 def finished(summary: dict[str, Any], last: dict[str, Any]) -> bool:
@@ -195,6 +197,15 @@ def _headline_verdict(summary: dict[str, Any], last: dict[str, Any], phases_file
     return verdict
 
 
+def page_label(page: Path, sessions: int) -> str:
+    """A notebook's HTML as the RUNS table links it: notebook 04 of a resumed run says whether it shows every session
+    (its earlier-sessions cell) or only the last."""
+    if not page.stem.startswith("04") or sessions == 1:
+        return page.stem[:2]
+    whole = EARLIER_TAG in page.read_text(encoding="utf-8", errors="replace")
+    return f"04 ({f'all {sessions} sessions' if whole else f'the last of {sessions} sessions'})"
+
+
 def runs_block(results: Path) -> str:
     """The verdict of each finished run in ``results``: what stopped it, at which loss, its loss wherever the text is
     cut, after how many steps, tokens and minutes, with links to its evidence and its executed notebooks as HTML; the
@@ -212,12 +223,8 @@ def runs_block(results: Path) -> str:
             continue
         device = summary.get("device") or config.get("device_name", "?")
         amp = summary.get("amp") or config.get("amp", "?")
-        sessions = len(config.get("resumes", [])) + 1  # notebook 04 shows the session that ran it
-        html = [
-            f"[{p.stem[:2]}{f' (one of {sessions} sessions)' if p.stem.startswith('04') and sessions > 1 else ''}]"
-            f"(results/{folder.name}/{p.name})"
-            for p in sorted(folder.glob("*.html"))
-        ]
+        sessions = len(config.get("resumes", [])) + 1
+        html = [f"[{page_label(p, sessions)}](results/{folder.name}/{p.name})" for p in sorted(folder.glob("*.html"))]
         phases = folder / evidence_name("phases")
         lines.append(
             f"| [{folder.name}](results/{folder.name}/) | {device}, {'fp32' if amp in ('off', None) else amp} "
@@ -247,32 +254,107 @@ def tests_record(path: Path) -> tuple[str, str]:
     return (prop.get("value", "") if prop is not None else ""), text
 
 
-def commands_block(results: Path) -> str:
-    """The two first commands, ``nanogpt sanity`` and ``make test``, with what each took and printed on each kind of
-    machine, from the sanity runs (results/sanity-*/) and the tests' JUnit XML (results/tests-*.xml) committed."""
-    sanity: dict[str, str] = {}
+def sanity_cells(results: Path) -> dict[str, str]:
+    """What ``nanogpt sanity`` took on each kind of machine (``HARDWARE_KINDS``), from results/sanity-*/."""
+    cells = {}
     for folder, summary, config, last in committed_runs(results, sanity=True):
         kind = hardware_kind(summary.get("device") or config.get("device_name", ""), summary.get("amp", ""))
         steps, _, seconds = progress(summary, last)
-        sanity[kind] = (
-            f"{cell(steps, ',')} steps trained in {duration(seconds)}, last loss {cell(last.get('loss'), '.2f')} "
-            f"([run](results/{folder.name}/))"
+        cells[kind] = f"{cell(steps, ',')} steps in {duration(seconds, short=True)} ([run](results/{folder.name}/))"
+    return cells
+
+
+def clean_runs(results: Path) -> list[tuple[Path, dict, dict, dict]]:
+    """The finished runs at the target whose model holds it wherever the text is cut (or was not measured there)."""
+    return [
+        (folder, summary, config, last)
+        for folder, summary, config, last in committed_runs(results)
+        if finished(summary, last)
+        and summary.get("status") == "target_reached"
+        and "phase 0 only" not in _headline_verdict(summary, last, folder / evidence_name("phases"))
+    ]
+
+
+def _kind(summary: dict[str, Any], config: dict[str, Any]) -> str:
+    return hardware_kind(summary.get("device") or config.get("device_name", ""), summary.get("amp") or "")
+
+
+def overnight_cell(results: Path, kind: str) -> str:
+    """The time ``nanogpt overnight`` takes to the target on a kind of machine: its recipe's committed run where that
+    ran on such a machine, else that run's tokens at the rate of a finished run that did (an estimate, said so)."""
+    from .recipes import for_device  # the recipes name their committed runs
+
+    recipe = Path(for_device("cuda" if kind == "gpu" else "cpu").evidence).name
+    runs = {folder.name: (summary, config, last) for folder, summary, config, last in committed_runs(results)}
+    if recipe not in runs or runs[recipe][0].get("status") != "target_reached":
+        return "no committed run of its recipe at the target yet"
+    summary, config, last = runs[recipe]
+    steps, needed, seconds = progress(summary, last)
+    link = f"[{recipe}](results/{recipe}/)"
+    if _kind(summary, config) == kind:
+        where = f" on an {summary.get('device')}" if kind == "gpu" else ""
+        return f"{duration(seconds, short=True)}{where} ({link})"
+    for name, (other, other_config, other_last) in runs.items():
+        _, tokens, other_seconds = progress(other, other_last)
+        if _kind(other, other_config) == kind and finished(other, other_last) and tokens and other_seconds:
+            rate = tokens / other_seconds
+            return (
+                f"about {duration(needed / rate, short=True)}, estimated: the {needed / 1e6:.2f}M tokens of {link} "
+                f"at the {rate:,.0f} tokens/s of [{name}](results/{name}/), a run on such a CPU"
+            )
+    return "no committed run on such a machine yet"
+
+
+def start_block(results: Path) -> str:
+    """The first screen's times: ``nanogpt sanity`` and ``nanogpt overnight`` on each kind of machine, with the recipe
+    that ``overnight`` trains there, from the committed runs."""
+    from .recipes import for_device
+
+    sanity = sanity_cells(results)
+    lines = [
+        "| your machine | `nanogpt overnight` trains | `nanogpt sanity` | `nanogpt overnight` to the target |",
+        "| --- | --- | --- | --- |",
+    ]
+    for kind in ("gpu", "cpu-bf16", "cpu-no-bf16"):
+        params = for_device("cuda" if kind == "gpu" else "cpu").params
+        lines.append(
+            f"| {HARDWARE_KINDS[kind]} | [{params}]({params}) | {sanity.get(kind, 'no committed run yet')} "
+            f"| {overnight_cell(results, kind)} |"
         )
-    tests: dict[str, str] = {}
+    return "\n".join(lines)
+
+
+def headline_block(results: Path) -> str:
+    """One sentence with the result: the target, and the fastest clean run at it on each kind of machine."""
+    fastest: dict[str, tuple[float, str]] = {}
+    for folder, summary, config, last in clean_runs(results):
+        kind = _kind(summary, config)
+        _, tokens, seconds = progress(summary, last)
+        device = str(summary.get("device", "?"))
+        where = f"one {device}" if kind == "gpu" else f"a {HARDWARE_KINDS[kind]} {device.removeprefix('CPU ')}"
+        loss = cell((stop_of(summary) or {}).get("value"), ".4f")
+        text = (
+            f"on {where} in {duration(seconds, short=True)} ([{folder.name}](results/{folder.name}/): {loss} after "
+            f"{tokens / 1e6:.2f}M tokens)"
+        )
+        if kind not in fastest or seconds < fastest[kind][0]:
+            fastest[kind] = (seconds, text)
+    if not fastest:
+        return "No committed run has reached the target yet."
+    reached = " and ".join(text for _, text in sorted(fastest.values()))
+    return (
+        f"**Target reached:** a GPT-2 style model of 124M parameters, trained from scratch on tiny-shakespeare, "
+        f"brought its training loss below the course's 0.099999, measured over every token of the text: {reached}."
+    )
+
+
+def tests_block(results: Path) -> str:
+    """What ``make test`` (ruff and pytest) took on each kind of machine, from the committed JUnit XML."""
+    parts = []
     for path in sorted(results.glob(TESTS_PATTERN)):
         device, text = tests_record(path)
-        tests[hardware_kind(device, "bf16")] = text  # its device names its bf16 units or "no bf16 units"
-    tests["gpu"] = "the tests run on the CPU"
-    header = "| command | " + " | ".join(HARDWARE_KINDS.values()) + " |"
-    rows = [
-        ("`nanogpt sanity`", sanity),
-        ("`make test`", tests),
-    ]
-    body = "\n".join(
-        f"| {cmd} | " + " | ".join(cells.get(kind, "no committed run yet") for kind in HARDWARE_KINDS) + " |"
-        for cmd, cells in rows
-    )
-    return f"{header}\n| --- | --- | --- | --- |\n{body}"
+        parts.append(f"on a {HARDWARE_KINDS[hardware_kind(device, 'bf16')]}, {text.removeprefix('pytest: ')}")
+    return "`make test` runs ruff and pytest: " + ("; ".join(parts) or "no committed record yet") + "."
 
 
 def comparison_block(results: Path, run: Run | None = None) -> str:
@@ -298,4 +380,10 @@ def comparison_block(results: Path, run: Run | None = None) -> str:
 
 
 # The README's overview, drawn from results/ alone (every run's evidence there), refreshed whenever evidence is written.
-OVERVIEW_BLOCKS = {"RUNS": runs_block, "COMMANDS": commands_block, "COMPARISON": comparison_block}
+OVERVIEW_BLOCKS = {
+    "HEADLINE": headline_block,
+    "START": start_block,
+    "RUNS": runs_block,
+    "COMPARISON": comparison_block,
+    "TESTS": tests_block,
+}

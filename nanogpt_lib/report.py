@@ -8,8 +8,8 @@ run config, and the executed notebooks and their HTML where the run directory ho
 ``results/<run name>/`` beside that README, which the blocks link to. The run name is the run directory's
 name unless ``--name`` gives another. Running it twice changes nothing the second time. A README without the
 markers, or a run directory without metrics, is an error that leaves every file untouched. A README may also have
-RUNS, COMMANDS and COMPARISON blocks, its overview, drawn from ``results/`` alone (``overview.py``), which the
-report redraws whenever it writes evidence.
+HEADLINE, START, RUNS, COMPARISON and TESTS blocks, its overview, drawn from ``results/`` alone (``overview.py``),
+which the report redraws whenever it writes evidence.
 ``--evidence_only`` copies the evidence and leaves the README's results as they are (for a run still in
 progress), redrawing only its overview.
 """
@@ -198,13 +198,17 @@ def logs_block(run: Run) -> str:
     return f"```text\n{excerpt}\n```" if excerpt else "*No train.log in the run directory.*"
 
 
-def samples_block(run: Run, results_rel: str | None = None) -> str:
-    """The latest sample (of the first prompt written at the latest step), and where the others are."""
+def samples_block(run: Run, results_rel: str | None = None, max_lines: int = 12) -> str:
+    """The latest sample (of the first prompt written at the latest step; its first ``max_lines`` lines), and where
+    the others are."""
     if not run.samples:
         return "*No samples in the run directory.*"
     step = run.samples[-1]["step"]
     sample = next(s for s in run.samples if s["step"] == step)
-    text = f"Step {step:,}, prompt `{sample['prompt'].strip()}`:\n\n```text\n{sample['output']}\n```"
+    lines = sample["output"].splitlines()
+    more = f"\n[... {len(lines) - max_lines} more lines]" if len(lines) > max_lines else ""
+    shown = "\n".join(lines[:max_lines]) + more
+    text = f"Step {step:,}, prompt `{sample['prompt'].strip()}`:\n\n```text\n{shown}\n```"
     if results_rel and len(run.samples) > 1:
         text += f"\n\n{len(run.samples):,} samples in all: [`{results_rel}/samples.txt`]({results_rel}/samples.txt)."
     return text
@@ -402,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "--evidence_only",
         action="store_true",
         help="only copy the evidence to results/<run name>/ (a run in progress, say); of the README, only the "
-        "overview of the runs (RUNS, COMMANDS, COMPARISON) is redrawn",
+        "overview of the runs (HEADLINE, START, RUNS, COMPARISON, TESTS) is redrawn",
     )
     parser.add_argument(
         "--from_results",
@@ -413,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--overview",
         action="store_true",
-        help="only draw the README's overview of the runs (RUNS, COMMANDS, COMPARISON) again from results/",
+        help="only draw the README's overview (HEADLINE, START, RUNS, COMPARISON, TESTS) again from results/",
     )
     args = parser.parse_args(argv)
     if args.from_results:

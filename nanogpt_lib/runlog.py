@@ -55,15 +55,15 @@ def command_line(module: str, argv: list[str]) -> str:
     return shlex.join(["python", "-m", module, *map(shown, argv)])
 
 
-def duration(seconds: float | None) -> str:
-    """A duration for people: seconds under two minutes, minutes under two hours, then hours; "–" for None."""
+def duration(seconds: float | None, short: bool = False) -> str:
+    """A duration for people: seconds under two minutes, minutes under two hours, then hours, with the seconds beside
+    (``short``: without); "–" for None."""
     if seconds is None:
         return "–"
     if seconds < 120:
         return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min ({seconds:,.0f} s)"
-    return f"{seconds / 3600:.1f} h ({seconds:,.0f} s)"
+    exact = "" if short else f" ({seconds:,.0f} s)"
+    return f"{seconds / 60:.1f} min{exact}" if seconds < 7200 else f"{seconds / 3600:.1f} h{exact}"
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nanogpt_lib import cli
+from nanogpt_lib import cli, overview
 from nanogpt_lib.device import machine_kind
 from nanogpt_lib.errors import EXIT_USER_ERROR, run_cli
 
@@ -160,7 +160,12 @@ def test_on_colab_the_run_lands_on_drive_and_a_second_execution_resumes(on_colab
     log = (run / "logs" / "train.log").read_text()
     assert "Resumed from" in log and "at step 2" in log
     assert json.loads((run / "summary.json").read_text())["steps"] == 4
-    assert (run / "04_full_training.ipynb").is_file()
+    executed = json.loads((run / "04_full_training.ipynb").read_text())
+    earlier = next(c for c in executed["cells"] if "earlier-sessions" in c["metadata"].get("tags", []))
+    shown = "".join("".join(o["text"]) for o in earlier["outputs"] if o["output_type"] == "stream")
+    assert "Earlier sessions of this run: 1, up to step 2 " in shown  # the first session, before this one resumed
+    assert "No checkpoint at" in shown and "Resumed from" not in shown
+    assert any("image/png" in o.get("data", {}) for o in earlier["outputs"])  # its loss curve
 
 
 def test_report_html_and_phases_follow_the_run(on_colab: dict) -> None:
@@ -188,3 +193,20 @@ def test_off_drive_on_colab_it_says_the_run_would_be_lost(monkeypatch, capsys, t
     args = cli.build_parser().parse_args(["phases"])
     assert cli.run_dir(args, "full") == Path("out") / "full"
     assert "lost when the runtime disconnects" in capsys.readouterr().err
+
+
+def test_html_of_committed_evidence_shows_the_sessions_before_the_saved_one(tmp_path: Path, at_root) -> None:
+    """A run whose notebook 04 was saved before it showed earlier sessions gets them in its HTML, from its files."""
+    run = tmp_path / "cpu-2core-bf16"
+    shutil.copytree(ROOT / "results" / "cpu-2core-bf16", run)
+    (run / "04_full_training.html").unlink()
+    assert nanogpt("html", "--run-dir", str(run)) == 0
+    page = (run / "04_full_training.html").read_text()
+    assert "celltag_earlier-sessions" in page and "not executed in this session" in page
+    start = page.index("Earlier sessions of this run: 7, steps 1 to 6,285")
+    earlier = page[start : page.index("at step 6285 (12,871,680 tokens seen)", start)]  # the saved session begins
+    assert "at step 5786 " in earlier and "Stopped by SIGINT after step 6285" in earlier
+    assert "Target reached" not in earlier  # that came in the saved session, shown after
+    assert not (run / "html").exists() and not (tmp_path / "results").exists()  # beside the notebooks, nothing copied
+    assert overview.page_label(run / "04_full_training.html", 8) == "04 (all 8 sessions)"
+    assert overview.page_label(ROOT / "results" / "h100-bf16" / "04_full_training.html", 1) == "04"

@@ -115,8 +115,9 @@ skipped="2" tests="20" time="312.5"><properties><property name="device" value="C
 
 def test_the_first_screen_shows_each_run_and_the_two_commands_from_results(run_dir: Path, tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
-    readme.write_text(README + "<!--AUTO:RUNS:START-->\n<!--AUTO:RUNS:END-->\n"
-                      "<!--AUTO:COMMANDS:START-->\n<!--AUTO:COMMANDS:END-->\n", encoding="utf-8")  # fmt: skip
+    keys = ("HEADLINE", "START", "RUNS", "TESTS")
+    markers = "".join(f"<!--AUTO:{key}:START-->\n<!--AUTO:{key}:END-->\n" for key in keys)
+    readme.write_text(README + markers, encoding="utf-8")
     slow = _interrupted_copy(run_dir, tmp_path / "slow")
     report.write_report(slow, readme, evidence_only=True)
     report.write_report(run_dir, readme, name="sanity-cpu-no-bf16", evidence_only=True)  # a sanity run's evidence
@@ -125,21 +126,27 @@ def test_the_first_screen_shows_each_run_and_the_two_commands_from_results(run_d
 
     report.write_report(run_dir, readme)  # its own row is there too, drawn after its evidence was copied
     text = readme.read_text(encoding="utf-8")
-    runs = text.split("<!--AUTO:RUNS:START-->")[1].split("<!--AUTO:RUNS:END-->")[0]
+
+    def block(key: str) -> str:
+        return text.split(f"<!--AUTO:{key}:START-->")[1].split(f"<!--AUTO:{key}:END-->")[0]
+
+    runs = block("RUNS")
     assert (
         f"| [{run_dir.name}](results/{run_dir.name}/) | CPU" in runs and "| **target reached** by the one step" in runs
     )
-    # an unfinished run is named below the table, not a row of it
+    # an unfinished run is named below the table, not a row of it, and is not the headline
     assert "| [slow](results/slow/) |" not in runs and "sanity-" not in runs
     assert "Not finished, so not in the table" in runs and "[slow](results/slow/) (stopped at step" in runs
-    commands = text.split("<!--AUTO:COMMANDS:START-->")[1].split("<!--AUTO:COMMANDS:END-->")[0]
-    sanity = next(line for line in commands.splitlines() if line.startswith("| `nanogpt sanity`"))
-    assert sanity.startswith("| `nanogpt sanity` | ") and "([run](results/sanity-cpu-no-bf16/))" in sanity
-    assert sanity.endswith("| no committed run yet | no committed run yet |")  # none on a CPU with bf16 units, a GPU
-    tests = next(line for line in commands.splitlines() if line.startswith("| `make test`"))
-    assert tests == (
-        "| `make test` | no committed run yet | pytest: 17 passed, 1 failed, 2 skipped in 5.2 min (312 s) "
-        "([junit](results/tests-cpu-bf16.xml)) | the tests run on the CPU |"
+    headline = block("HEADLINE")
+    assert headline.startswith("\n**Target reached:**") and f"([{run_dir.name}](results/{run_dir.name}/):" in headline
+    assert "slow" not in headline
+    start = block("START").splitlines()
+    no_bf16 = next(line for line in start if line.startswith("| CPU without bf16 units |"))
+    assert "([run](results/sanity-cpu-no-bf16/))" in no_bf16  # the sanity run, on its kind of machine only
+    assert next(line for line in start if line.startswith("| GPU |")).count("no committed run") == 2
+    assert block("TESTS").strip() == (
+        "`make test` runs ruff and pytest: on a CPU with bf16 units, 17 passed, 1 failed, 2 skipped in 5.2 min (312 s) "
+        "([junit](results/tests-cpu-bf16.xml))."
     )
     assert report.write_report(run_dir, readme)["changed"] is False
 
@@ -287,20 +294,29 @@ def test_the_comparison_lists_the_projects_other_runs_from_results(run_dir: Path
     report.write_report(slow, readme, evidence_only=True)
     text = readme.read_text(encoding="utf-8")  # the evidence alone: only the overview is drawn again
     assert text.split("<!--AUTO:COMPARISON:START-->")[0] == COMPARED.split("<!--AUTO:COMPARISON:START-->")[0]
-    assert "| [slow](results/slow/) |" in text and (tmp_path / "results" / "slow" / "summary.json").is_file()
+    assert (tmp_path / "results" / "slow" / "summary.json").is_file()
+    assert "| [slow](results/slow/) |" not in text  # an unfinished run is no row of the comparison
     (tmp_path / "results" / "notes").mkdir()  # a folder without a run's evidence is not a run
 
     report.write_report(run_dir, readme)
     rows = [line for line in readme.read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
-    other = next(r for r in rows if r.startswith("| [slow](results/slow/) |"))
+    assert not any(r.startswith(("| The course", "| [Peer")) for r in rows)  # no results/others.csv: no runs of others
+    assert sum(r.startswith(f"| [{run_dir.name}](results/") for r in rows) == 1  # the reached run, once
+    assert not any("[notes]" in r or "[slow]" in r for r in rows)
+
+    # the row an unfinished run would have: its shape, resumes and where it stands
+    evidence = report.load_evidence(tmp_path / "results" / "slow")
+    other = (
+        "| "
+        + " | ".join(
+            overview.run_row("slow", evidence.summary, evidence.config, evidence.metrics[-1], tmp_path / "none.md")
+        )
+        + " |"
+    )
     assert "| 2×32×2 = 128 |" in other
     logged = report.load_run(slow).metrics[-1]["loss"]
     assert f"2 resumes | not yet: interrupted, resumable (last logged loss {logged:.4f}) |" in other
-    assert not any(r.startswith(("| The course", "| [Peer")) for r in rows)  # no results/others.csv: no runs of others
-    assert sum(r.startswith(f"| [{run_dir.name}](results/") for r in rows) == 1  # the reached run, once
-    assert not any("[notes]" in r for r in rows)
-
-    assert other.endswith("| not measured |")  # no phases.md in results/slow/
+    assert other.endswith("| not measured |")  # no phases.md
     (tmp_path / "results" / "slow" / "phases.md").write_text(
         "| phase | tokens predicted | full-corpus loss | seconds |\n| ---: | ---: | ---: | ---: |\n"
         "| 0 | 99 | 0.5 | 1.0 |\n| 64 | 35 | 0.7 | 1.0 |\n| 128 | 20 | 0.9 | 1.0 |\n"
@@ -345,7 +361,8 @@ def test_the_results_alone_draw_the_same_readme_and_every_full_corpus_row(run_di
 
 
 def test_the_committed_readme_overview_is_what_results_say(tmp_path: Path) -> None:
-    """The README's RUNS, COMMANDS and COMPARISON blocks are drawn again from the committed results/ and compared."""
+    """The README's overview (HEADLINE, START, RUNS, COMPARISON, TESTS) is drawn again from the committed results/ and
+    compared."""
     readme = tmp_path / "README.md"
     readme.write_text((ROOT / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
     (tmp_path / "results").symlink_to(ROOT / "results", target_is_directory=True)
@@ -398,3 +415,13 @@ def test_committed_commands_show_no_folder_of_the_machine(tmp_path: Path, monkey
     monkeypatch.chdir(tmp_path)
     shown = command_line("nanogpt_lib.sweep", ["--json", "/root/out/sweep.json", f"--out={tmp_path}/r/x.md", "-v"])
     assert shown == "python -m nanogpt_lib.sweep --json sweep.json --out=r/x.md -v"
+
+
+def test_the_time_on_a_machine_without_a_run_of_its_recipe_is_estimated_from_one_that_ran_there() -> None:
+    results = ROOT / "results"
+    recipe, other = (runlog.read_json(results / name / "summary.json") for name in ("cpu-2core-bf16", "cpu-2core-wsd"))
+    rate = other["tokens_seen"] / other["wall_time_s"]
+    estimate = overview.overnight_cell(results, "cpu-no-bf16")
+    assert estimate.startswith(f"about {runlog.duration(recipe['tokens_seen'] / rate, short=True)}, estimated: ")
+    assert f"{rate:,.0f} tokens/s of [cpu-2core-wsd]" in estimate
+    assert overview.overnight_cell(results, "cpu-bf16").startswith(runlog.duration(recipe["wall_time_s"], short=True))
