@@ -2,13 +2,13 @@
 
 Modules by role, each with one job, in reading order.
 The training core: config (options), tokenizer (GPT-2 BPE), data (batches), model (GPT), device (hardware and
-precision), train (the Trainer loop and its CLI), parts (what a session trains with, built from the options), step
-(one optimizer step), loop_state (the loop's resumable progress and its timers), stop_rules (when to measure the
-full-corpus loss, and the one stop decision), resume (what a session takes from last.pt and gives back), records
+precision), train (the Trainer loop and its CLI), session (a training session: what it trains with and its step),
+step (the pieces of a step), loop_state (the loop's resumable progress and its timers), stop_rules (when to measure
+the full-corpus loss, and the one stop decision), resume (which last.pt a session starts from), records
 (run_config.json and summary.json), events (the loop's callbacks), evaluate (full-corpus loss), distributed (several
-processes under torchrun), rundir (the run directory's layout), runlog (its text files, each writer beside its
-reader), checkpoint and checkpoint_writer (atomic saves, in the background), atomic (atomic file writes), interrupts
-(Ctrl-C and SIGTERM), errors (one-line errors).
+processes under torchrun), rundir (the run directory's layout, and a run read back), runlog (its text files, each
+writer beside its reader), checkpoint and checkpoint_writer (atomic saves, in the background), atomic (atomic file
+writes), interrupts (Ctrl-C and SIGTERM), errors (one-line errors).
 The course helpers: sample (generation and its CLI), report (README and results/ from a run directory), overview
 (every run in results/ beside the runs of others), plots (the loss curve), notebook (notebook helpers), corpus_stats
 and model_stats (figures the notebooks show), download (the course file), export (a checkpoint as a Hugging Face model

@@ -17,13 +17,12 @@ from typing import Any
 
 import yaml
 
+from .data import SAMPLINGS, WINDOW_ORDERS
 from .device import AMP_CHOICES, DEVICE_CHOICES
 from .errors import UserError
 from .model import PRESETS
 
 AUTO = "auto"  # the value of --batch_size and --compile that leaves the choice to this machine (plan.py)
-# epoch sampling: where each pass cuts the corpus into windows (see data.Batches)
-WINDOW_ORDERS = ("random_phase", "measured", "measured_in_decay")
 
 
 def check_temperature(temperature: float) -> None:
@@ -55,7 +54,7 @@ class TrainConfig:
         "random",
         "how training windows are drawn: random offsets, or epoch (passes over the corpus, every token once per pass, "
         "windows in a fresh random order at a random phase each pass)",
-        choices=("random", "epoch"),
+        choices=SAMPLINGS,
     )
     window_order: str = _opt(
         "random_phase",

@@ -148,7 +148,7 @@ def compile_decision(compile_model: bool | str, machine: Machine) -> Decision:
     On CUDA it needs Triton, which PyTorch ships for Linux only, and a card Triton supports (compute capability 7.0
     and up). On a CPU it did not pay: on a 2-core Xeon with AMX a compiled 124M training step ran 1.04x as fast as
     eager in bf16 and 0.95x in fp32, both within the spread of the timings (``CPU_COMPILE_BENCHES``), so ``auto``
-    stays eager there, as on MPS. A compilation that fails anyway falls back to eager at the first step (parts.py).
+    stays eager there, as on MPS. A compilation that fails anyway falls back to eager at the first step (session.py).
     """
     if compile_model != "auto":
         return Decision(bool(compile_model), f"--compile {str(bool(compile_model)).lower()} as given")

@@ -38,8 +38,7 @@ from .errors import UserError, run_cli
 from .model import GPT
 from .model_card import LOSS_CURVE, model_card
 from .plots import plot_loss_curve
-from .report import load_run
-from .rundir import RunDir
+from .rundir import RunDir, load_run
 from .tokenizer import BPE_FILES, BPE_PACKAGE, encode, packaged_bpe_files
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

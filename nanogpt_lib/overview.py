@@ -19,7 +19,7 @@ from .rundir import RunDir, evidence_name
 from .runlog import cell, duration, logged_past_summary, progress, stop_of
 
 if TYPE_CHECKING:
-    from .report import Run
+    from .rundir import Run
 
 # results/others.csv beside the runs' folders: runs of the same task by others, each with its source (a row per run;
 # the columns of the comparison table, then "source", a link or where the figures were read)

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from .atomic import atomic_write
 
 if TYPE_CHECKING:
-    from .report import Run
+    from .rundir import Run
 
 
 def loss_figure(rows: list[dict], target: float, title: str, size: tuple[float, float] = (8, 4.5)):

@@ -22,42 +22,17 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import runlog
 from .atomic import atomic_write
 from .errors import UserError, run_cli
 from .overview import OVERVIEW_BLOCKS
 from .plots import plot_loss_curve
-from .rundir import RunDir, evidence_name
+from .rundir import Run, RunDir, evidence_name, load_evidence, load_run  # noqa: F401 (report.load_run)
 from .runlog import cell, duration, from_log, logged_past_summary, progress, stop_of
 
 PLOT_NAME = evidence_name("loss_curve")
-
-
-@dataclass
-class Run:
-    """What a run directory holds, read as text and numbers."""
-
-    out_dir: Path
-    metrics: list[dict[str, float | None]]
-    summary: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    log_lines: list[str] = field(default_factory=list)
-    samples: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        """The run directory's name: its folder in results/ unless the report is given another."""
-        return self.out_dir.resolve().name
-
-    @property
-    def target_loss(self) -> float:
-        return float(
-            self.summary.get("target_loss") or self.config.get("train_config", {}).get("target_loss", 0.099999)
-        )
 
 
 RUN_PLACES = ("out_sanity", "out/*")  # where the Makefile and the notebooks put runs
@@ -75,34 +50,6 @@ def find_run(out_dir: str | os.PathLike | None) -> Path:
             "or set out_dir to its run directory"
         )
     return max(runs, key=lambda run: run.metrics.stat().st_mtime).root
-
-
-def load_run(out_dir: str | os.PathLike) -> Run:
-    run_dir = RunDir(out_dir)
-    return Run(
-        out_dir=run_dir.root,
-        metrics=run_dir.read_metrics(),
-        summary=run_dir.read_summary(),
-        config=run_dir.read_run_config(),
-        log_lines=run_dir.read_log_lines(),
-        samples=run_dir.read_samples(),
-    )
-
-
-def load_evidence(folder: str | os.PathLike) -> Run:
-    """A run as its evidence in results/<name>/ holds it: the run directory (and its checkpoints) is not needed."""
-    folder = Path(folder)
-    path = lambda attr: folder / evidence_name(attr)  # noqa: E731
-    try:
-        metrics = runlog.read_metrics(path("metrics"))
-        summary, config = runlog.read_json(path("summary")), runlog.read_json(path("run_config"))
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read the evidence in {folder}: {err}") from None
-    if not metrics:
-        raise UserError(f"{folder} holds no metrics rows")
-    samples = runlog.read_samples(path("samples")) if path("samples").is_file() else []
-    log = runlog.read_log_lines(path("log")) if path("log").is_file() else []
-    return Run(out_dir=folder, metrics=metrics, summary=summary, config=config, log_lines=log, samples=samples)
 
 
 # ---------------------------------------------------------------------- the pieces

@@ -13,14 +13,15 @@
     └─ run_config.json          options, model, device, versions, commit, resumes
 
 The training loop writes it (``prepare`` for a fresh or resumed run, then the writers of ``runlog``); the report
-and the notebooks read it (``read_*``). The file formats live in ``runlog``, each writer beside its reader.
+and the notebooks read it (``read_*``, or whole as a ``Run``: ``load_run``, and ``load_evidence`` for its copy in
+results/<run>/). The file formats live in ``runlog``, each writer beside its reader.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +224,54 @@ class QuietRunDir(RunDir):
 
     def write_run_config(self, config: dict[str, Any]) -> None:
         pass
+
+
+@dataclass
+class Run:
+    """What a run directory holds, read as text and numbers."""
+
+    out_dir: Path
+    metrics: list[dict[str, float | None]]
+    summary: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    log_lines: list[str] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The run directory's name: its folder in results/ unless the report is given another."""
+        return self.out_dir.resolve().name
+
+    @property
+    def target_loss(self) -> float:
+        return float(
+            self.summary.get("target_loss") or self.config.get("train_config", {}).get("target_loss", 0.099999)
+        )
+
+
+def load_run(out_dir: str | os.PathLike) -> Run:
+    run_dir = RunDir(out_dir)
+    return Run(
+        out_dir=run_dir.root,
+        metrics=run_dir.read_metrics(),
+        summary=run_dir.read_summary(),
+        config=run_dir.read_run_config(),
+        log_lines=run_dir.read_log_lines(),
+        samples=run_dir.read_samples(),
+    )
+
+
+def load_evidence(folder: str | os.PathLike) -> Run:
+    """A run as its evidence in results/<name>/ holds it: the run directory (and its checkpoints) is not needed."""
+    folder = Path(folder)
+    path = lambda attr: folder / evidence_name(attr)  # noqa: E731
+    try:
+        metrics = runlog.read_metrics(path("metrics"))
+        summary, config = runlog.read_json(path("summary")), runlog.read_json(path("run_config"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read the evidence in {folder}: {err}") from None
+    if not metrics:
+        raise UserError(f"{folder} holds no metrics rows")
+    samples = runlog.read_samples(path("samples")) if path("samples").is_file() else []
+    log = runlog.read_log_lines(path("log")) if path("log").is_file() else []
+    return Run(out_dir=folder, metrics=metrics, summary=summary, config=config, log_lines=log, samples=samples)

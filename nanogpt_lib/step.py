@@ -1,5 +1,5 @@
-"""The training step: gradients accumulated over micro-batches, clipped, and the optimizers' updates at the step's
-learning rates. The Trainer (train.py), the sweep and the bench all take their steps through ``training_step``."""
+"""The pieces of a training step that ``session.Session.step`` puts together: gradients accumulated over
+micro-batches, clipped; the tokens at which a wsd decay begins; the loss and stop requests shared by a group."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from . import distributed
 from .config import TrainConfig
 from .device import autocast
-from .optim import decay_start, set_learning_rates
+from .optim import decay_start
 
 
 def accumulate_gradients(
@@ -52,39 +52,6 @@ def clip_gradients(model: torch.nn.Module, max_norm: float, device: torch.device
     if device.type != "cpu" or norm + 1e-6 > max_norm:
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
     return norm
-
-
-def training_step(
-    model: torch.nn.Module,
-    raw_model: torch.nn.Module,
-    optimizers: list[torch.optim.Optimizer],
-    scaler: torch.amp.GradScaler,
-    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-    cfg: TrainConfig,
-    step: int,
-    device: torch.device,
-    amp: str,
-    no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-    """One optimizer step (1-based ``step``): its learning rates, accumulated gradients, clipping, the updates.
-
-    ``model`` runs the forward pass (it may be the compiled or DDP wrapper of ``raw_model``); ``optimizers`` share
-    its parameters between them (``optim.make_optimizers``). Returns the step's mean loss and gradient norm as device
-    tensors (no host-device sync here) and the (AdamW) learning rate used.
-    """
-    lr = set_learning_rates(optimizers, step, cfg)
-    loss = accumulate_gradients(model, next_batch, device, amp, scaler, cfg.grad_accum, no_sync)
-    grad_norm = None
-    if cfg.grad_clip > 0:
-        for optimizer in optimizers:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
-        grad_norm = clip_gradients(raw_model, cfg.grad_clip, device)
-    for optimizer in optimizers:
-        scaler.step(optimizer)  # skips the update when fp16 gradients overflowed
-    scaler.update()
-    for optimizer in optimizers:
-        optimizer.zero_grad(set_to_none=True)
-    return loss, grad_norm, lr
 
 
 def measured_from_tokens(cfg: TrainConfig, tokens_per_step: int) -> int | None:

@@ -31,14 +31,12 @@ import yaml
 from . import runlog, stop_rules
 from .atomic import atomic_write
 from .config import AUTO, TrainConfig, load_options
-from .data import Batches
 from .device import DEVICE_CHOICES, configure_backends, device_name, pick_device, resolve_amp, synchronize
 from .errors import UserError, run_cli
 from .evaluate import corpus_loss
 from .loop_state import LoopState
 from .model import GPT, model_config
-from .optim import make_optimizers
-from .step import measured_from_tokens, training_step
+from .session import Session
 from .tokenizer import encode_file, get_tokenizer, read_text
 
 COLUMNS = (
@@ -73,20 +71,6 @@ def load_plan(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return base, trials
 
 
-def _batches(tokens, cfg: TrainConfig, device: torch.device) -> Batches:
-    return Batches(
-        tokens,
-        cfg.batch_size,
-        cfg.seq_len,
-        device,
-        cfg.seed,
-        cfg.sampling,
-        aligned_after_passes=cfg.aligned_after_passes,
-        window_order=cfg.window_order,
-        measured_from_tokens=measured_from_tokens(cfg, cfg.step_tokens),
-    )
-
-
 def run_trial(
     model: GPT, runner: torch.nn.Module, tokens, cfg: TrainConfig, device: torch.device, amp: str,
     token_cap: int, time_cap_s: float,
@@ -97,10 +81,9 @@ def run_trial(
     model.reset_parameters()
     model.train()
     cfg = dataclasses.replace(cfg, stop_on="corpus")  # a trial reaches the target by the full-corpus loss only
-    optimizers, batches = make_optimizers(model, cfg), _batches(tokens, cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    session = Session.of_model(cfg, model, runner, tokens, device, amp)
     state = LoopState.fresh(cfg.log_every)
-    timers = state.timers
+    timers, batches = state.timers, session.batches
     row: dict[str, Any] = {"step_cross": None, "corpus_cross": None}
 
     def measure(at: np.ndarray) -> float:
@@ -110,16 +93,13 @@ def run_trial(
         state.step += 1
         synchronize(device)
         with timers.phase("warmup_s" if state.step == 1 else "train_s"):  # the first step may compile
-            loss = training_step(runner, model, optimizers, scaler, batches.next, cfg, state.step, device, amp)[0]
-            loss = loss.item()
+            loss = session.step(cfg, state.step)[0].item()
         state.record(loss, cfg.target_loss)
         if state.target_step == state.step:
             row["step_cross"] = (state.step, batches.tokens_seen, timers["train_s"])
         corpus = None
-        if loss <= cfg.target_loss and (
-            state.last_eval_step == 0 or state.step - state.last_eval_step >= cfg.log_every
-        ):
-            with timers.phase("eval_s"):  # the full-corpus pass is costly: at most once per log_every steps
+        if stop_rules.corpus_pass_reason(cfg, state):  # when the training loop would measure it
+            with timers.phase("eval_s"):
                 corpus = measure(tokens)
             state.record_corpus_loss(corpus)
         seen = stop_rules.Seen(loss, corpus, batches.tokens_seen, token_cap, time_cap_s)

@@ -7,9 +7,9 @@ callbacks, so the CLI can print lines and a notebook can draw a live plot withou
     trainer.add_callback("on_log", lambda row: print(row["step"], row["loss"]))
     summary = trainer.run()
 
-The events and what each passes are listed in events.py. The rest lives beside it: what a session trains with
-(parts.py), the step (step.py), what a session takes from and gives to last.pt (resume.py), what the run records
-(records.py), when it stops (stop_rules.py).
+The events and what each passes are listed in events.py. The rest lives beside it: what a session trains with and
+its step (session.py), what a session decides about last.pt (resume.py), what the run records (records.py), when it
+stops (stop_rules.py).
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from .evaluate import corpus_loss
 from .events import Events
 from .interrupts import StopRequests
 from .loop_state import LoopState
-from .parts import Parts, assemble
-from .records import run_config_record, summary_record
+from .records import run_config_record, sessions, summary_record
 from .rundir import RunDir
 from .sample import generate_text
+from .session import Session, assemble
 from .step import mean_over_group
 
 
@@ -65,26 +65,26 @@ def _lost_peer(err: RuntimeError) -> bool:
     )
 
 
-def start_line(cfg: TrainConfig, parts: Parts) -> str:
+def start_line(cfg: TrainConfig, session: Session) -> str:
     """The log's line about what trains: model, device, precision (and why), data, tokens per step."""
-    world = parts.group.world_size
+    world = session.group.world_size
     per_process = f" ({cfg.batch_size} x {cfg.seq_len} x {cfg.grad_accum} per process x {world})" if world > 1 else ""
     return (
-        f"Model {cfg.model}: {parts.raw_model.num_params():,} parameters | device {device_name(parts.device)} | amp "
-        f"{parts.amp} ({parts.plan.amp.reason}) | compile {parts.plan.compile.value} | {len(parts.tokens):,} tokens "
-        f"in {cfg.input_file} | {parts.tokens_per_step:,} tokens/step{per_process}"
+        f"Model {cfg.model}: {session.raw_model.num_params():,} parameters | device {device_name(session.device)} | "
+        f"amp {session.amp} ({session.plan.amp.reason}) | compile {session.plan.compile.value} | "
+        f"{len(session.tokens):,} tokens in {cfg.input_file} | {session.tokens_per_step:,} tokens/step{per_process}"
     )
 
 
-def start_info(cfg: TrainConfig, parts: Parts, start_step: int) -> dict[str, Any]:
+def start_info(cfg: TrainConfig, session: Session, start_step: int) -> dict[str, Any]:
     """What the ``on_start`` event passes (events.py)."""
     return {
-        "n_params": parts.raw_model.num_params(),
-        "device": device_name(parts.device),
-        "amp": parts.amp,
+        "n_params": session.raw_model.num_params(),
+        "device": device_name(session.device),
+        "amp": session.amp,
         "start_step": start_step,
         "steps": cfg.steps,
-        "tokens_in_corpus": len(parts.tokens),
+        "tokens_in_corpus": len(session.tokens),
     }
 
 
@@ -126,7 +126,7 @@ class Trainer:
         self.events = Events()
         self.run_dir = RunDir(cfg.out_dir)
         self._start_afresh()  # again in _setup(), once the options are checked
-        self.parts: Parts  # what the session trains with (parts.py), assembled by run()
+        self.session: Session  # what the session trains with (session.py), assembled by run()
         self.resumes: list[dict[str, Any]] = []  # one entry per session that continued this run
         self.resumed_from_checkpoint = False
         self.saved_step = 0  # the step last.pt holds (or is being written with)
@@ -157,14 +157,14 @@ class Trainer:
     def _setup(self) -> None:
         self.asked.validate()
         self._start_afresh()  # a second run() of this Trainer starts from the checkpoint again
-        self.parts, restored = assemble(self.asked, say=self._say)
-        self.cfg = self.parts.cfg
-        self.events.speaks = self.parts.group.is_main  # one process speaks for the group
-        self.run_dir, self.writer = self.parts.run_dir, CheckpointWriter()
+        self.session, restored = assemble(self.asked, say=self._say)
+        self.cfg = self.session.cfg
+        self.events.speaks = self.session.group.is_main  # one process speaks for the group
+        self.run_dir, self.writer = self.session.run_dir, CheckpointWriter()
         if restored is not None:
             self.state = restored
         self.resumed_from_checkpoint = restored is not None
-        with self.parts.group.closed_on_error():
+        with self.session.group.closed_on_error():
             self._open_run_files()
 
     def _open_run_files(self) -> None:
@@ -175,12 +175,10 @@ class Trainer:
         self.metrics = self.run_dir.open_metrics(keep_until_step=self.state.step)
         resumed = self.resumed_from_checkpoint
         previous = self.run_dir.read_run_config() if resumed else {}
-        self.resumes, changed = resume.sessions(
-            resumed, self.state, self.metrics.dropped, previous, self.asked, self.command
-        )
-        for line in [*self.parts.plan.lines(self.cfg.seq_len), *([changed] if changed else [])]:  # the plan first
+        self.resumes, changed = sessions(resumed, self.state, self.metrics.dropped, previous, self.asked, self.command)
+        for line in [*self.session.plan.lines(self.cfg.seq_len), *([changed] if changed else [])]:  # the plan first
             self._say(line)
-        self.run_dir.write_run_config(run_config_record(self, previous))
+        self.run_dir.write_run_config(run_config_record(self.asked, self.session, previous, self.command, self.resumes))
 
     # ------------------------------------------------------------------ checkpoints, samples, evaluation
 
@@ -192,15 +190,15 @@ class Trainer:
         last.pt) and rank 0 writes.
         """
         with self.state.timers.phase("checkpoint_s"):
-            state, parts, files = self.state, self.parts, []
+            state, session, files = self.state, self.session, []
             if best is not None:
                 state.best_saved_loss = best[0]  # before the payload of last.pt, which carries it
-                files.append((self.run_dir.best, checkpoint.weights_record(parts.raw_model, state.step, *best)))
+                files.append((self.run_dir.best, checkpoint.weights_record(session.raw_model, state.step, *best)))
                 self._say(f"New best loss {best[0]:.6f} ({best[1]}) at step {state.step}: writing best.pt")
-            rng = resume.rng_state(parts.device, parts.group)  # every process takes part
+            rng = resume.rng_state(session.device, session.group)  # every process takes part
             self.saved_step = state.step
-            if parts.group.is_main:  # the writer snapshots the live tensors
-                last = resume.last_record(parts, self.cfg, rng, state.to_dict(self.elapsed()))
+            if session.group.is_main:  # the writer snapshots the live tensors
+                last = session.payload(self.cfg, rng, state.to_dict(self.elapsed()))
                 self.writer.submit([*files, (self.run_dir.last, last)])
 
     def _checkpoint(self) -> None:
@@ -213,10 +211,10 @@ class Trainer:
         self._save((recent, f"mean of the last {window} steps") if recent < self.state.best_saved_loss else None)
 
     def _sample(self) -> None:
-        if not self.parts.group.is_main:
+        if not self.session.group.is_main:
             return
         cfg, step, texts = self.cfg, self.state.step, []
-        model, amp = self.parts.raw_model, self.parts.amp
+        model, amp = self.session.raw_model, self.session.amp
         with self.state.timers.phase("sample_s"):
             for prompt in cfg.prompts:
                 outputs = generate_text(model, prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k,
@@ -226,7 +224,7 @@ class Trainer:
         self.events.emit("on_sample", step, texts)
 
     def _corpus_loss(self, why: str) -> float:
-        cfg, p = self.cfg, self.parts
+        cfg, p = self.cfg, self.session
         with self.state.timers.phase("eval_s") as lap:
             # the uncompiled model: a pass that runs once would otherwise pay for compiling its shapes
             windows = cfg.batch_size * cfg.grad_accum
@@ -247,7 +245,7 @@ class Trainer:
             with self.stop_requests:
                 return self._loop()
         except (RuntimeError, OSError) as err:
-            error = user_error(err, self.cfg, self.state.step, self.parts.group, self.saved_step)
+            error = user_error(err, self.cfg, self.state.step, self.session.group, self.saved_step)
             if error is None:
                 raise
             raise error from None
@@ -255,7 +253,7 @@ class Trainer:
             self.writer.close()  # a write in flight finishes before the process moves on
             self.log.close()
             self.metrics.close()
-            self.parts.group.close()
+            self.session.group.close()
 
     def _loop(self) -> dict[str, Any]:
         """Step → record → maybe evaluate → the stop decision → maybe log → periodic save and sample → signals."""
@@ -271,7 +269,7 @@ class Trainer:
             state.record(step_loss, cfg.target_loss)
             why = stop_rules.corpus_pass_reason(cfg, state) if math.isfinite(step_loss) else None
             corpus = self._corpus_loss(why) if why else None
-            stop = stop_rules.decide(cfg, state, stop_rules.Seen(step_loss, corpus, self.parts.batches.tokens_seen))
+            stop = stop_rules.decide(cfg, state, stop_rules.Seen(step_loss, corpus, self.session.batches.tokens_seen))
             if stop is not None and stop.status == "diverged":
                 self._diverge(stop)
             if state.step % cfg.log_every == 0 or stop or corpus is not None:
@@ -292,7 +290,7 @@ class Trainer:
                 return self._finish("interrupted", None, None)
 
     def _announce(self) -> None:
-        cfg, state, p = self.cfg, self.state, self.parts
+        cfg, state, p = self.cfg, self.state, self.session
         if cfg.resume and not self.resumed_from_checkpoint:
             self._say(f"No checkpoint at {self.run_dir.last}: starting a fresh run.")
         if self.resumed_from_checkpoint:
@@ -302,15 +300,15 @@ class Trainer:
 
     def _stop_requested(self) -> bool:
         """Ctrl-C or SIGTERM: in one process, as soon as it comes; under torchrun, the group's decision of the step."""
-        return self.stop_asked if self.parts.group.enabled else self.stop_requests.signal is not None
+        return self.stop_asked if self.session.group.enabled else self.stop_requests.signal is not None
 
     def _step(self, first: bool) -> tuple[float, torch.Tensor | None, float]:
         """One optimizer step, timed; the first of a session counts as warm-up (allocation, compilation).
 
         Returns the step loss (fp32, the one host-device sync per step), the gradient norm and the rate."""
-        cfg, state, p = self.cfg, self.state, self.parts
+        cfg, state, p = self.cfg, self.state, self.session
         with state.timers.phase("warmup_s" if first else "train_s"):
-            loss, grad_norm, lr = (p.first_step if first else p.train_step)(cfg, state.step + 1)
+            loss, grad_norm, lr = (p.first_step if first else p.step)(cfg, state.step + 1)
             state.step += 1
             if p.group.enabled:
                 loss, self.stop_asked = mean_over_group(loss, self.stop_requests.signal is not None, p.group)
@@ -321,7 +319,7 @@ class Trainer:
         return step_loss, grad_norm, lr
 
     def _log_row(self, step_loss: float, grad_norm: torch.Tensor | None, lr: float, corpus: float | None) -> None:
-        batches = self.parts.batches
+        batches = self.session.batches
         row = {
             "step": self.state.step, "loss": step_loss, "lr": lr,
             "grad_norm": grad_norm.item() if grad_norm is not None else None, "tokens_seen": batches.tokens_seen,
@@ -335,7 +333,7 @@ class Trainer:
     def _end(self, stop: stop_rules.Stop, corpus: float | None) -> dict[str, Any]:
         """The run ends here: at the target (best.pt with the weights that reached it, both losses measured) or
         after its last step."""
-        self._say(f"{stop.message} ({self.parts.batches.tokens_seen:,} tokens, {self.elapsed():.1f}s)")
+        self._say(f"{stop.message} ({self.session.batches.tokens_seen:,} tokens, {self.elapsed():.1f}s)")
         reached = stop.status == "target_reached"
         if reached:
             self._save(best=(stop.value, f"target reached by {stop.what}"))
@@ -359,13 +357,15 @@ class Trainer:
     def _finish(self, status: str, stop: stop_rules.Stop | None, corpus: float | None) -> dict[str, Any]:
         with self.state.timers.phase("checkpoint_s"):  # the summary describes checkpoints on disk: wait for them
             self.writer.wait()
-        summary = summary_record(self, status, stop, corpus)
+        signal = (self.stop_requests.name or "a signal to another process") if status == "interrupted" else None
+        written = {"signal": signal, "background_s": self.writer.write_seconds, "resumes": len(self.resumes)}
+        summary = summary_record(self.cfg, self.session, self.state, status, stop, corpus, **written)
         self.run_dir.write_summary(summary)
         self._say(checkpoint_time_line(summary))
         if status in ("completed", "target_reached"):
             self._say("Training complete.")
         self.events.emit("on_end", summary)
-        self.parts.group.barrier()  # no process exits (torchrun would stop the others) before rank 0 has written
+        self.session.group.barrier()  # no process exits (torchrun would stop the others) before rank 0 has written
         return summary
 
 
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(cfg, command=shlex.join(["python", "-m", "nanogpt_lib.train", *argv]))
     _console_callbacks(trainer, cfg)
     summary = trainer.run()
-    group = trainer.parts.group
+    group = trainer.session.group
     if summary["status"] == "interrupted":
         if group.is_main:
             print(f"Interrupted; continue with: {continue_command(argv, cfg, group)}", file=sys.stderr)

@@ -18,6 +18,6 @@ if __name__ == "__main__":
     trainer = Trainer(parse_train_args(flags, prog="ddp_worker", description="test worker"))
     trainer.run()
     digest = hashlib.sha256()
-    for name, tensor in trainer.parts.raw_model.state_dict().items():
+    for name, tensor in trainer.session.raw_model.state_dict().items():
         digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
-    (folder / f"rank{trainer.parts.group.rank}.txt").write_text(digest.hexdigest())
+    (folder / f"rank{trainer.session.group.rank}.txt").write_text(digest.hexdigest())

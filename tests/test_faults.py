@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogpt_lib import checkpoint, distributed, parts, step, train
+from nanogpt_lib import checkpoint, distributed, session, train
 from nanogpt_lib.errors import EXIT_USER_ERROR, UserError, run_cli
 
 from .conftest import ROOT, tiny_args, write_small_corpus
@@ -140,7 +140,7 @@ def test_second_ctrl_c_exits_at_once(straight, tmp_path: Path) -> None:
 def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(straight, tmp_path: Path, monkeypatch, capsys) -> None:
     corpus, _ = straight
     out = tmp_path / "run"
-    real = step.accumulate_gradients
+    real = session.accumulate_gradients
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -148,7 +148,7 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(straight, tmp_p
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 4 else loss
 
-    monkeypatch.setattr(step, "accumulate_gradients", poisoned)
+    monkeypatch.setattr(session, "accumulate_gradients", poisoned)
     argv = tiny_args(corpus, out, "--steps", str(STEPS), "--save_every", "2")
     assert run_cli(train.main, argv) == EXIT_USER_ERROR
     err = capsys.readouterr().err
@@ -165,7 +165,7 @@ def test_out_of_memory_suggests_the_same_tokens_in_smaller_batches(
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(step, "accumulate_gradients", out_of_memory)
+    monkeypatch.setattr(session, "accumulate_gradients", out_of_memory)
     argv = tiny_args(corpus, tmp_path / "run", "--batch_size", "8", "--grad_accum", "2")
     assert run_cli(train.main, argv) == EXIT_USER_ERROR
     err = capsys.readouterr().err.strip()
@@ -220,7 +220,7 @@ def test_the_printed_continue_command_works_as_printed(straight, tmp_path: Path)
     assert sorted(losses(out)) == sorted(expected)
 
 
-@pytest.mark.parametrize("where", ["building the parts", "opening the run files"])
+@pytest.mark.parametrize("where", ["building the session", "opening the run files"])
 def test_a_failed_set_up_leaves_no_process_group_behind(tmp_path: Path, monkeypatch, capsys, where: str) -> None:
     closed = []
 
@@ -228,9 +228,9 @@ def test_a_failed_set_up_leaves_no_process_group_behind(tmp_path: Path, monkeypa
         def close(self) -> None:
             closed.append(True)
 
-    monkeypatch.setattr(parts.distributed, "join", lambda device_type: Group())
-    if where == "building the parts":
-        monkeypatch.setattr(parts, "load_corpus", lambda cfg: (_ for _ in ()).throw(UserError("no corpus")))
+    monkeypatch.setattr(session.distributed, "join", lambda device_type: Group())
+    if where == "building the session":
+        monkeypatch.setattr(session, "load_corpus", lambda cfg: (_ for _ in ()).throw(UserError("no corpus")))
     else:
         monkeypatch.setattr(train.Trainer, "_open_run_files", lambda self: (_ for _ in ()).throw(UserError("no log")))
     corpus = write_small_corpus(tmp_path)

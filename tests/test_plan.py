@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogpt_lib import batchfit, device, evaluate, parts, plan, recipes
+from nanogpt_lib import batchfit, device, evaluate, plan, recipes, session
 from nanogpt_lib.batchfit import memory_probe, micro_batch_decision
 from nanogpt_lib.config import TrainConfig
 from nanogpt_lib.device import Machine, amp_decision, compile_decision
@@ -243,7 +243,7 @@ def test_a_compilation_that_fails_goes_on_in_eager_mode_losing_nothing(small_cor
     eager = tmp_path / "eager"
     same = ("--dropout", "0.1", "--sampling", "epoch")  # the random state and the data position must be put back
     assert run_cli(train_main, [*tiny_args(small_corpus, eager), *same]) == 0
-    monkeypatch.setattr(parts.torch, "compile", CompileFails)
+    monkeypatch.setattr(session.torch, "compile", CompileFails)
     fell_back = tmp_path / "fell_back"
     assert run_cli(train_main, [*tiny_args(small_corpus, fell_back), *same, "--compile"]) == 0
     assert _losses(fell_back) == _losses(eager)  # the same steps, digit for digit
@@ -261,7 +261,7 @@ def test_out_of_memory_at_the_first_compiled_step_is_not_taken_for_a_compilation
         def forward(self, *args, **kwargs):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(parts.torch, "compile", OutOfMemory)
+    monkeypatch.setattr(session.torch, "compile", OutOfMemory)
     out = tmp_path / "run"
     assert run_cli(train_main, [*tiny_args(small_corpus, out), "--compile"]) == EXIT_USER_ERROR
     log = (out / "logs" / "train.log").read_text()

@@ -8,6 +8,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,8 +18,7 @@ from nanogpt_lib.config import TrainConfig
 from nanogpt_lib.device import Decision, Machine
 from nanogpt_lib.errors import UserError, run_cli
 from nanogpt_lib.model import GPT, model_config
-from nanogpt_lib.optim import make_optimizers
-from nanogpt_lib.step import training_step
+from nanogpt_lib.session import Session
 
 from .conftest import tiny_args
 
@@ -99,13 +99,14 @@ def test_mixed_precision_on_cpu_keeps_fp32_state_and_resumes_exactly(small_corpu
 def test_an_fp16_step_whose_gradients_overflow_is_skipped_and_the_scale_halved() -> None:
     torch.manual_seed(0)
     model = GPT(model_config("tiny"))
-    cfg = TrainConfig(model="tiny", grad_accum=1, grad_clip=1.0)
-    optimizer = make_optimizers(model, cfg)[0]
-    x = torch.randint(model.config.vocab_size, (2, 16))
+    cfg = TrainConfig(model="tiny", batch_size=2, seq_len=16, grad_accum=1, grad_clip=1.0)
+    tokens = np.arange(1000) % model.config.vocab_size
+    session = Session.of_model(cfg, model, model, tokens, CPU, "fp16")
     before = [p.detach().clone() for p in model.parameters()]
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)  # loss x scale overflows fp32: every gradient is inf
-    training_step(model, model, [optimizer], scaler, lambda: (x, x), cfg, 1, CPU, "fp16")
+    session.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)  # loss x scale overflows fp32: every grad is inf
+    session.step(cfg, 1)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # the update was skipped
-    assert scaler.get_scale() == 2.0**126
-    training_step(model, model, [optimizer], torch.amp.GradScaler("cpu"), lambda: (x, x), cfg, 1, CPU, "fp16")
+    assert session.scaler.get_scale() == 2.0**126
+    session.scaler = torch.amp.GradScaler("cpu")
+    session.step(cfg, 1)
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # a normal scale steps

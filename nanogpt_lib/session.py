@@ -1,5 +1,9 @@
-"""What one session of a run trains with, built from its options (``assemble``): the device and process group, the
-precision, the corpus, the model and what runs its forward pass, the optimizers, the batches, and the run directory.
+"""A training session: what one session of a run trains with, built from its options (``assemble``), and what it does
+each step (``Session.step``), what it gives to last.pt (``Session.payload``) and takes back (``Session.restore``). The
+Trainer's loop (train.py) and the sweep's trials (sweep.py) both step through it.
+
+It holds the device and process group, the precision, the corpus, the model and what runs its forward pass, the
+optimizers, the batches, and the run directory.
 
 The order matters and lives here: the process group first (under torchrun each process takes the GPU of its local
 rank), the checkpoint to go on from before the run directory is prepared (``--overwrite`` clears it), the model's
@@ -25,21 +29,21 @@ from .device import configure_backends, pick_device
 from .errors import UserError
 from .loop_state import LoopState
 from .model import GPT, model_config
-from .optim import make_optimizers
+from .optim import make_optimizers, set_learning_rates
 from .plan import Plan, make_plan
 from .rundir import QuietRunDir, RunDir
-from .step import measured_from_tokens, training_step
+from .step import accumulate_gradients, clip_gradients, measured_from_tokens
 from .tokenizer import encode_file, get_tokenizer
 
 
 @dataclasses.dataclass
-class Parts:
-    """The parts of one session; ``Trainer.parts`` once ``run()`` has started."""
+class Session:
+    """One session of a run: what it trains with and its step; ``Trainer.session`` once ``run()`` has started."""
 
     cfg: TrainConfig  # the options with the micro-batch and accumulation of the plan
     device: torch.device
     group: distributed.Group  # a group of one unless torchrun started several processes
-    plan: Plan  # what this machine made of the options (precision, compilation, micro-batch), and why
+    plan: Plan | None  # what this machine made of the options (precision, compilation, micro-batch), and why
     amp: str  # the plan's precision
     backends: dict[str, Any]  # the backend settings made for the device (recorded in run_config.json)
     tokens: np.ndarray  # the corpus as token ids
@@ -53,22 +57,36 @@ class Parts:
     run_dir: RunDir  # a QuietRunDir, which writes nothing, on processes other than rank 0
     say: Callable[[str], None]  # a line for the run's log
 
-    def train_step(self, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-        """Optimizer step ``step`` (1-based) with these parts: ``step.training_step``."""
-        return training_step(
-            self.model, self.raw_model, self.optimizers, self.scaler, self.batches.next, cfg, step, self.device,
-            self.amp, self.no_sync,
-        )  # fmt: skip
+    def step(self, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """Optimizer step ``step`` (1-based): its learning rates, the gradients of ``grad_accum`` micro-batches
+        (``step.accumulate_gradients``), clipping, the updates. Returns the step's mean loss and gradient norm as device
+        tensors (no host-device sync here) and the (AdamW) learning rate used. ``model`` runs the forward pass (it may
+        be the compiled or DDP wrapper of ``raw_model``)."""
+        optimizers, scaler, device = self.optimizers, self.scaler, self.device
+        lr = set_learning_rates(optimizers, step, cfg)
+        model, amp, no_sync = self.model, self.amp, self.no_sync
+        loss = accumulate_gradients(model, self.batches.next, device, amp, scaler, cfg.grad_accum, no_sync)
+        grad_norm = None
+        if cfg.grad_clip > 0:
+            for optimizer in optimizers:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+            grad_norm = clip_gradients(self.raw_model, cfg.grad_clip, device)
+        for optimizer in optimizers:
+            scaler.step(optimizer)  # skips the update when fp16 gradients overflowed
+        scaler.update()
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        return loss, grad_norm, lr
 
     def first_step(self, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-        """The first ``train_step`` of a session, where a compiled model compiles. When compilation fails (no working
+        """The first ``step`` of a session, where a compiled model compiles. When compilation fails (no working
         Triton or C++ compiler, an unsupported card), the model goes back to eager mode and the same step is taken
         again from the same batches and random state, so the run loses nothing and trains as an eager run would."""
-        if not self.plan.compile.value:
-            return self.train_step(cfg, step)
+        if self.plan is None or not self.plan.compile.value:
+            return self.step(cfg, step)
         data, rng = self.batches.state_dict(), resume.rng_state(self.device, distributed.Group())
         try:
-            return self.train_step(cfg, step)
+            return self.step(cfg, step)
         except Exception as err:  # whatever compilation raised; a fault of the step itself recurs in eager mode
             if isinstance(err, torch.OutOfMemoryError):
                 raise
@@ -81,7 +99,78 @@ class Parts:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.model = self.model._orig_mod  # the module torch.compile wrapped (the model, or its DDP wrapper)
         self.say(f"torch.compile failed at the first step, so the run goes on in eager mode from that step: {reason}")
-        return self.train_step(cfg, step)
+        return self.step(cfg, step)
+
+    def payload(self, cfg: TrainConfig, rng: dict[str, Any], loop: dict[str, Any]) -> dict[str, Any]:
+        """What last.pt holds (checkpoint.resume_record), with ``rng`` from ``resume.rng_state`` and the loop state."""
+        return checkpoint.resume_record(
+            self.raw_model, cfg.to_dict(), self.optimizers, self.scaler, self.batches.state_dict(), rng, loop
+        )
+
+    def restore(self, ckpt: dict[str, Any], path: Path, log_every: int) -> LoopState:
+        """Put the optimizers, scaler, data position and random generators back as last.pt holds them (the weights are
+        in the model already); the loop state."""
+        optimizers, group = self.optimizers, self.group
+        try:
+            if ("muon" in ckpt) != (len(optimizers) > 1):
+                raise UserError(
+                    f"{path} was trained with --optimizer {'muon' if 'muon' in ckpt else 'adamw'}; "
+                    f"resume with it (each optimizer's state is in the checkpoint)"
+                )
+            for optimizer, key in zip(optimizers, ("optimizer", "muon")[: len(optimizers)], strict=True):
+                optimizer.load_state_dict(ckpt[key])
+            self.scaler.load_state_dict(ckpt["scaler"])
+            self.batches.load_state_dict(ckpt["data"])
+            state = LoopState.from_dict(ckpt["loop"], log_every)
+            rng = ckpt["rng"]["ranks"][group.rank] if group.enabled else ckpt["rng"]
+            torch.set_rng_state(rng["torch"])
+            if self.device.type == "cuda" and rng.get("cuda") is not None:
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+            return state
+        except (KeyError, ValueError, RuntimeError, TypeError) as err:
+            raise UserError(f"{path} is incomplete or from another version: {err}") from None
+
+    @classmethod
+    def of_model(
+        cls,
+        cfg: TrainConfig,
+        raw_model: GPT,
+        model: torch.nn.Module,
+        tokens: np.ndarray,
+        device: torch.device,
+        amp: str,
+    ) -> Session:
+        """A session of one process around a model built elsewhere (a sweep's trial: one model, re-initialised per
+        trial, maybe compiled): fresh optimizers and batches from the options, nothing written to disk."""
+        group = distributed.Group()
+        return cls(
+            cfg=cfg,
+            device=device,
+            group=group,
+            plan=None,
+            amp=amp,
+            backends={},
+            tokens=tokens,
+            tokens_per_step=cfg.step_tokens,
+            raw_model=raw_model,
+            model=model,
+            no_sync=contextlib.nullcontext,
+            optimizers=make_optimizers(raw_model, cfg),
+            scaler=torch.amp.GradScaler(device.type, enabled=amp == "fp16"),
+            batches=make_batches(tokens, cfg, device, group),
+            run_dir=QuietRunDir(cfg.out_dir),
+            say=print,
+        )
+
+
+def make_batches(tokens: np.ndarray, cfg: TrainConfig, device: torch.device, group: distributed.Group) -> Batches:
+    """The batches of a session: each process its share of every step's windows, in the order the options give."""
+    tokens_per_step = cfg.step_tokens * group.world_size
+    return Batches(
+        tokens, cfg.batch_size, cfg.seq_len, device, cfg.seed, cfg.sampling, group.rank, group.world_size,
+        aligned_after_passes=cfg.aligned_after_passes, window_order=cfg.window_order,
+        measured_from_tokens=measured_from_tokens(cfg, tokens_per_step),
+    )  # fmt: skip
 
 
 def join_devices(device_name_or_auto: str) -> tuple[torch.device, distributed.Group]:
@@ -132,10 +221,10 @@ def wrap_model(
     return (torch.compile(wrapped) if compile_model else wrapped), no_sync
 
 
-def assemble(cfg: TrainConfig, say: Callable[[str], None] = print) -> tuple[Parts, LoopState | None]:
-    """The parts of a session of the run ``cfg`` describes (options already validated; the parts hold them with the
-    plan's micro-batch), and the loop state last.pt holds when the run goes on from it (None for a fresh start: the
-    caller's fresh state stands). ``say`` writes a line to the run's log."""
+def assemble(cfg: TrainConfig, say: Callable[[str], None] = print) -> tuple[Session, LoopState | None]:
+    """The session of the run ``cfg`` describes (options already validated; the session holds them with the plan's
+    micro-batch), and the loop state last.pt holds when the run goes on from it (None for a fresh start: the caller's
+    fresh state stands). ``say`` writes a line to the run's log."""
     device, group = join_devices(cfg.device)
     with group.closed_on_error():
         return _assemble(cfg, device, group, say)
@@ -143,7 +232,7 @@ def assemble(cfg: TrainConfig, say: Callable[[str], None] = print) -> tuple[Part
 
 def _assemble(
     cfg: TrainConfig, device: torch.device, group: distributed.Group, say: Callable[[str], None]
-) -> tuple[Parts, LoopState | None]:
+) -> tuple[Session, LoopState | None]:
     tokens = load_corpus(cfg)
     ckpt = resume.checkpoint_to_resume(cfg, RunDir(cfg.out_dir))
     started_with = RunDir(cfg.out_dir).read_run_config().get("plan", {}).get("batch_size") if ckpt else None
@@ -157,14 +246,9 @@ def _assemble(
     raw_model = build_model(cfg, device, group, ckpt, run_dir.last)
     optimizers = make_optimizers(raw_model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    tokens_per_step = cfg.step_tokens * group.world_size
-    batches = Batches(
-        tokens, cfg.batch_size, cfg.seq_len, device, cfg.seed, cfg.sampling, group.rank, group.world_size,
-        aligned_after_passes=cfg.aligned_after_passes, window_order=cfg.window_order,
-        measured_from_tokens=measured_from_tokens(cfg, tokens_per_step),
-    )  # fmt: skip
+    batches = make_batches(tokens, cfg, device, group)
     model, no_sync = wrap_model(raw_model, group, device, plan.compile.value)
-    parts = Parts(
+    session = Session(
         cfg=cfg,
         device=device,
         group=group,
@@ -172,7 +256,7 @@ def _assemble(
         amp=amp,
         backends=backends,
         tokens=tokens,
-        tokens_per_step=tokens_per_step,
+        tokens_per_step=cfg.step_tokens * group.world_size,
         raw_model=raw_model,
         model=model,
         no_sync=no_sync,
@@ -183,6 +267,5 @@ def _assemble(
         say=say,
     )
     if ckpt is None:
-        return parts, None
-    state = resume.restore(ckpt, run_dir.last, optimizers, scaler, batches, group, device, cfg.log_every)
-    return parts, state
+        return session, None
+    return session, session.restore(ckpt, run_dir.last, cfg.log_every)
