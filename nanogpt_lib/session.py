@@ -167,10 +167,18 @@ def make_batches(tokens: np.ndarray, cfg: TrainConfig, device: torch.device, gro
     """The batches of a session: each process its share of every step's windows, in the order the options give."""
     tokens_per_step = cfg.step_tokens * group.world_size
     return Batches(
-        tokens, cfg.batch_size, cfg.seq_len, device, cfg.seed, cfg.sampling, group.rank, group.world_size,
-        aligned_after_passes=cfg.aligned_after_passes, window_order=cfg.window_order,
+        tokens,
+        cfg.batch_size,
+        cfg.seq_len,
+        device,
+        cfg.seed,
+        cfg.sampling,
+        group.rank,
+        group.world_size,
+        aligned_after_passes=cfg.aligned_after_passes,
+        window_order=cfg.window_order,
         measured_from_tokens=measured_from_tokens(cfg, tokens_per_step),
-    )  # fmt: skip
+    )
 
 
 def join_devices(device_name_or_auto: str) -> tuple[torch.device, distributed.Group]:

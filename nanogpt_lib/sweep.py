@@ -72,9 +72,15 @@ def load_plan(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def run_trial(
-    model: GPT, runner: torch.nn.Module, tokens, cfg: TrainConfig, device: torch.device, amp: str,
-    token_cap: int, time_cap_s: float,
-) -> dict[str, Any]:  # fmt: skip
+    model: GPT,
+    runner: torch.nn.Module,
+    tokens,
+    cfg: TrainConfig,
+    device: torch.device,
+    amp: str,
+    token_cap: int,
+    time_cap_s: float,
+) -> dict[str, Any]:
     """Train ``model`` from a fresh initialisation until the stop decision of the training loop ends the trial
     (stop_rules.decide: the full-corpus loss at the target, a diverged loss, --steps, the token or time cap)."""
     torch.manual_seed(cfg.seed)
@@ -295,9 +301,14 @@ def table_header(
 
 
 def kept_records(
-    args: argparse.Namespace, out: Path, json_path: Path, caps_line: str, trials: list[dict[str, Any]],
-    base: dict[str, Any], corpus: str,
-) -> dict[str, dict[str, Any]]:  # fmt: skip
+    args: argparse.Namespace,
+    out: Path,
+    json_path: Path,
+    caps_line: str,
+    trials: list[dict[str, Any]],
+    base: dict[str, Any],
+    corpus: str,
+) -> dict[str, dict[str, Any]]:
     """With ``--resume``: the records of ``json_path`` for trials of the plan that already ran with the settings the
     plan gives them now, on this corpus and with these caps (a trial whose settings changed runs again).
 
