@@ -28,6 +28,7 @@ from .atomic import atomic_write
 from .config import TrainConfig, load_options
 from .device import DEVICE_CHOICES, machine_kind, pick_device
 from .errors import UserError, run_cli
+from .rundir import is_evidence
 
 ROOT = recipes.ROOT  # the project folder: the library's parent (installed with pip install -e .)
 NOTEBOOKS = ROOT / "notebooks"
@@ -163,11 +164,6 @@ def export_html(folder: Path, into: Path | None = None) -> list[Path]:
         atomic_write(target, lambda fh, text=body: fh.write(text.encode("utf-8")))
         written.append(target)
     return written
-
-
-def is_evidence(folder: Path) -> bool:
-    """Whether ``folder`` is a run's evidence as results/<run>/ keeps it (train.log beside summary.json, no logs/)."""
-    return (folder / "train.log").is_file() and not (folder / "logs").is_dir()
 
 
 def launch(command: list[str], env: dict[str, str] | None, dry_run: bool) -> int:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from .config import TrainConfig
 from .device import pick_device
 from .plots import loss_figure
-from .rundir import RunDir
+from .rundir import RunDir, is_evidence
 from .runlog import read_json, read_log_lines, read_metrics, step_line
 from .sample import generate_text, load_model
 
@@ -43,6 +43,11 @@ def earlier_sessions(log: Path, metrics: Path, before_step: int | None = None) -
     return rows, lines
 
 
+def count_sessions(lines: list[str]) -> int:
+    """How many sessions a run's log lines tell: the first, and one per resume."""
+    return 1 + sum(line.startswith(RESUMED) for line in lines)
+
+
 def show_earlier_sessions(out_dir: str | os.PathLike, target: float, resume: bool = True) -> int:
     """On resume, what the run's earlier sessions did before this one goes on: their loss curve and their log, from
     the run directory's train_metrics.csv and train.log, so that the saved notebook covers the run from step 1.
@@ -57,7 +62,7 @@ def show_earlier_sessions(out_dir: str | os.PathLike, target: float, resume: boo
 
 def display_sessions(rows: list[dict], lines: list[str], target: float, where: str) -> int:
     """Show earlier sessions' rows as a loss curve and their log lines; returns how many sessions they were."""
-    sessions = 1 + sum(line.startswith(RESUMED) for line in lines)
+    sessions = count_sessions(lines)
     last = int(rows[-1]["step"]) if rows else 0
     print(
         f"Earlier sessions of this run: {sessions}, up to step {last:,} (from train_metrics.csv and train.log in "
@@ -122,9 +127,9 @@ EARLIER_TAG = "earlier-sessions"  # the tag of notebook 04's cell that shows the
 def run_files(folder: Path) -> tuple[Path, Path, Path]:
     """train.log, train_metrics.csv and run_config.json of a run directory, or of its evidence in results/<run>/."""
     run = RunDir(folder)
-    if run.log.is_file():
-        return run.log, run.metrics, run.run_config
-    return folder / run.log.name, folder / run.metrics.name, folder / run.run_config.name
+    if is_evidence(folder):
+        return folder / run.log.name, folder / run.metrics.name, folder / run.run_config.name
+    return run.log, run.metrics, run.run_config
 
 
 def add_earlier_sessions(nb: Any, folder: Path) -> bool:
@@ -145,7 +150,7 @@ def add_earlier_sessions(nb: Any, folder: Path) -> bool:
     before = resumes[-1]["step"]
     rows, lines = earlier_sessions(log, metrics, before_step=before)
     target = read_json(config).get("train_config", {}).get("target_loss", TrainConfig.target_loss)
-    sessions = 1 + sum(line.startswith(RESUMED) for line in lines)
+    sessions = count_sessions(lines)
     head = f"Earlier sessions of this run: {sessions}, steps 1 to {before:,} (from train_metrics.csv and train.log).\n"
     outputs = [nbformat.v4.new_output("stream", name="stdout", text=head)]
     if rows:

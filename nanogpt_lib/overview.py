@@ -191,10 +191,15 @@ def _headline_verdict(summary: dict[str, Any], last: dict[str, Any], phases_file
     """The verdict of a finished run; one at the target whose model is above ``PHASE_HOLDS`` at another phase says
     that it reached the target at phase 0 only."""
     verdict = _verdict(summary, last)
-    losses = runlog.read_phase_table(phases_file) or {}
-    if summary.get("status") == "target_reached" and max(losses.values(), default=0.0) > PHASE_HOLDS:
+    if summary.get("status") == "target_reached" and not holds_everywhere(phases_file):
         verdict = verdict.replace("**target reached**", "**target reached at phase 0 only**")
     return verdict
+
+
+def holds_everywhere(phases_file: Path) -> bool:
+    """Whether the model stays within ``PHASE_HOLDS`` wherever the text is cut (True where it was not measured)."""
+    losses = runlog.read_phase_table(phases_file) or {}
+    return max(losses.values(), default=0.0) <= PHASE_HOLDS
 
 
 def page_label(page: Path, sessions: int) -> str:
@@ -271,7 +276,7 @@ def clean_runs(results: Path) -> list[tuple[Path, dict, dict, dict]]:
         for folder, summary, config, last in committed_runs(results)
         if finished(summary, last)
         and summary.get("status") == "target_reached"
-        and "phase 0 only" not in _headline_verdict(summary, last, folder / evidence_name("phases"))
+        and holds_everywhere(folder / evidence_name("phases"))
     ]
 
 

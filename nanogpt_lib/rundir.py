@@ -74,6 +74,11 @@ def evidence_name(attr: str) -> str:
     return Path(next(f.path for f in FILES if f.attr == attr)).name
 
 
+def is_evidence(folder: Path) -> bool:
+    """Whether ``folder`` is a run's evidence as results/<run>/ keeps it: its files side by side, no logs/ folder."""
+    return (folder / evidence_name("log")).is_file() and not (folder / "logs").is_dir()
+
+
 class RunDir:
     """One run directory: its paths (``FILES``, and ``html/`` for the notebooks as HTML), setting it up for a run,
     and reading what a run left in it."""
