@@ -57,13 +57,13 @@ class Session:
     run_dir: RunDir  # a QuietRunDir, which writes nothing, on processes other than rank 0
     say: Callable[[str], None]  # a line for the run's log
 
-    def step(self, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-        """Optimizer step ``step`` (1-based): its learning rates, the gradients of ``grad_accum`` micro-batches
-        (``step.accumulate_gradients``), clipping, the updates. Returns the step's mean loss and gradient norm as device
-        tensors (no host-device sync here) and the (AdamW) learning rate used. ``model`` runs the forward pass (it may
-        be the compiled or DDP wrapper of ``raw_model``)."""
-        optimizers, scaler, device = self.optimizers, self.scaler, self.device
-        lr = set_learning_rates(optimizers, step, cfg)
+    def step(self, number: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """Optimizer step ``number`` (1-based) with the session's options: its learning rates, the gradients of
+        ``grad_accum`` micro-batches (``step.accumulate_gradients``), clipping, the updates. Returns the step's mean
+        loss and gradient norm as device tensors (no host-device sync here) and the (AdamW) learning rate used.
+        ``model`` runs the forward pass (it may be the compiled or DDP wrapper of ``raw_model``)."""
+        cfg, optimizers, scaler, device = self.cfg, self.optimizers, self.scaler, self.device
+        lr = set_learning_rates(optimizers, number, cfg)
         model, amp, no_sync = self.model, self.amp, self.no_sync
         loss = accumulate_gradients(model, self.batches.next, device, amp, scaler, cfg.grad_accum, no_sync)
         grad_norm = None
@@ -78,15 +78,15 @@ class Session:
             optimizer.zero_grad(set_to_none=True)
         return loss, grad_norm, lr
 
-    def first_step(self, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    def first_step(self, number: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """The first ``step`` of a session, where a compiled model compiles. When compilation fails (no working
         Triton or C++ compiler, an unsupported card), the model goes back to eager mode and the same step is taken
         again from the same batches and random state, so the run loses nothing and trains as an eager run would."""
         if self.plan is None or not self.plan.compile.value:
-            return self.step(cfg, step)
+            return self.step(number)
         data, rng = self.batches.state_dict(), resume.rng_state(self.device, distributed.Group())
         try:
-            return self.step(cfg, step)
+            return self.step(number)
         except Exception as err:  # whatever compilation raised; a fault of the step itself recurs in eager mode
             if isinstance(err, torch.OutOfMemoryError):
                 raise
@@ -99,12 +99,12 @@ class Session:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.model = self.model._orig_mod  # the module torch.compile wrapped (the model, or its DDP wrapper)
         self.say(f"torch.compile failed at the first step, so the run goes on in eager mode from that step: {reason}")
-        return self.step(cfg, step)
+        return self.step(number)
 
-    def payload(self, cfg: TrainConfig, rng: dict[str, Any], loop: dict[str, Any]) -> dict[str, Any]:
+    def payload(self, rng: dict[str, Any], loop: dict[str, Any]) -> dict[str, Any]:
         """What last.pt holds (checkpoint.resume_record), with ``rng`` from ``resume.rng_state`` and the loop state."""
         return checkpoint.resume_record(
-            self.raw_model, cfg.to_dict(), self.optimizers, self.scaler, self.batches.state_dict(), rng, loop
+            self.raw_model, self.cfg.to_dict(), self.optimizers, self.scaler, self.batches.state_dict(), rng, loop
         )
 
     def restore(self, ckpt: dict[str, Any], path: Path, log_every: int) -> LoopState:

@@ -99,7 +99,7 @@ def run_trial(
         state.step += 1
         synchronize(device)
         with timers.phase("warmup_s" if state.step == 1 else "train_s"):  # the first step may compile
-            loss = session.step(cfg, state.step)[0].item()
+            loss = session.step(state.step)[0].item()
         state.record(loss, cfg.target_loss)
         if state.target_step == state.step:
             row["step_cross"] = (state.step, batches.tokens_seen, timers["train_s"])

@@ -198,7 +198,7 @@ class Trainer:
             rng = resume.rng_state(session.device, session.group)  # every process takes part
             self.saved_step = state.step
             if session.group.is_main:  # the writer snapshots the live tensors
-                last = session.payload(self.cfg, rng, state.to_dict(self.elapsed()))
+                last = session.payload(rng, state.to_dict(self.elapsed()))
                 self.writer.submit([*files, (self.run_dir.last, last)])
 
     def _checkpoint(self) -> None:
@@ -306,9 +306,9 @@ class Trainer:
         """One optimizer step, timed; the first of a session counts as warm-up (allocation, compilation).
 
         Returns the step loss (fp32, the one host-device sync per step), the gradient norm and the rate."""
-        cfg, state, p = self.cfg, self.state, self.session
+        state, p = self.state, self.session
         with state.timers.phase("warmup_s" if first else "train_s"):
-            loss, grad_norm, lr = (p.first_step if first else p.step)(cfg, state.step + 1)
+            loss, grad_norm, lr = (p.first_step if first else p.step)(state.step + 1)
             state.step += 1
             if p.group.enabled:
                 loss, self.stop_asked = mean_over_group(loss, self.stop_requests.signal is not None, p.group)
