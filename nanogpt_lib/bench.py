@@ -123,7 +123,7 @@ def build(args: argparse.Namespace, device: torch.device) -> tuple[list[Contende
         model.train()
         runner = torch.compile(model) if args.compile and name != "eager" else model
         loss_of = _theirs(runner, model) if name == "transformers" else _ours(runner)
-        contender = Contender(name, runner, loss_of, make_optimizers(model, opt_cfg)[0])
+        contender = Contender(name, runner, loss_of, make_optimizers(model, opt_cfg.optimization)[0])
         if name != "transformers":  # our training loop's clipping
             contender.clip = lambda m: clip_gradients(m, GRAD_CLIP, device)
         else:  # what transformers' Trainer does

@@ -4,6 +4,12 @@
 ``TrainConfig`` is the single list of training options. The CLI flags, the notebooks' papermill
 ``parameters`` cell, ``run_config.json`` and the checkpoint are all derived from it, so an option is
 declared exactly once: here, with its default and its one-line help.
+
+The options a part of the library reads together form a group, which that part declares and takes instead of
+loose arguments: ``cfg.windows`` (data.Windows: which windows are trained on), ``cfg.optimization``
+(optim.OptimizerOptions), ``cfg.schedule`` (optim.Schedule), ``cfg.stopping`` (stop_rules.StopOptions) and
+``cfg.generation`` (``Generation`` below: the samples a run writes). A group holds the option values by their names;
+the flags, YAML keys and notebook parameters stay the flat names of ``TrainConfig``.
 """
 
 from __future__ import annotations
@@ -13,14 +19,16 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import yaml
 
-from .data import SAMPLINGS, WINDOW_ORDERS
+from .data import SAMPLINGS, WINDOW_ORDERS, Windows
 from .device import AMP_CHOICES, DEVICE_CHOICES
 from .errors import UserError
 from .model import PRESETS
+from .optim import OptimizerOptions, Schedule
+from .stop_rules import StopOptions
 
 AUTO = "auto"  # the value of --batch_size and --compile that leaves the choice to this machine (plan.py)
 
@@ -29,6 +37,36 @@ def check_temperature(temperature: float) -> None:
     """Sampling divides the logits by the temperature: it must be positive (this also refuses NaN)."""
     if not temperature > 0:
         raise UserError(f"--temperature must be > 0, got {temperature}")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The samples a run writes at each sampling event (``TrainConfig.generation``): ``num_prompts`` continuations of
+    each prompt, ``max_new_tokens`` long, at ``temperature`` from the ``top_k`` most likely tokens, seeded from
+    ``seed``."""
+
+    prompts: list[str]
+    num_prompts: int
+    max_new_tokens: int
+    temperature: float
+    top_k: int
+    seed: int
+
+
+G = TypeVar("G")
+
+
+class _Group(Generic[G]):
+    """A TrainConfig attribute that reads as the group ``kind`` of its options: each field of ``kind`` the option (or
+    property) of the same name. Not a dataclass field, so no flag, YAML key or entry of run_config.json."""
+
+    def __init__(self, kind: type[G]) -> None:
+        self.kind = kind
+
+    def __get__(self, cfg: Any, owner: type | None = None) -> G:
+        if cfg is None:
+            return self  # type: ignore[return-value]  # read from the class: the descriptor itself
+        return self.kind(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(self.kind)})
 
 
 def _opt(default: Any, help: str, **argparse_kwargs: Any) -> Any:
@@ -156,6 +194,13 @@ class TrainConfig:
         """``prompt``, then each non-empty prompt of ``extra_prompts``."""
         return [self.prompt, *(p for p in self.extra_prompts.split("|") if p.strip())]
 
+    # the groups (see the module's text), each built from the options of its names when read
+    windows = _Group(Windows)
+    optimization = _Group(OptimizerOptions)
+    schedule = _Group(Schedule)
+    stopping = _Group(StopOptions)
+    generation = _Group(Generation)
+
     def validate(self) -> None:
         """Raise UserError naming the first option that cannot work."""
         if self.batch_size != AUTO and not (isinstance(self.batch_size, int) and self.batch_size > 0):
@@ -253,6 +298,9 @@ class TrainConfig:
         if unknown:
             raise UserError(f"unknown training option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         return cls(**{name: _number(name, value) for name, value in values.items()})
+
+
+GROUPS = tuple(name for name, value in vars(TrainConfig).items() if isinstance(value, _Group))
 
 
 def _switch_flag(text: str) -> bool | str:

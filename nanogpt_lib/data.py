@@ -31,6 +31,7 @@ token after the first is predicted exactly once.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -43,23 +44,35 @@ SAMPLINGS = ("random", "epoch")
 WINDOW_ORDERS = ("random_phase", "measured", "measured_in_decay")
 
 
+@dataclass(frozen=True)
+class Windows:
+    """The options that say which windows a run trains on (``TrainConfig.windows``): ``batch_size`` windows of
+    ``seq_len`` tokens per draw, from a generator seeded with ``seed``, placed as ``sampling`` and ``window_order`` say
+    (see the module's text)."""
+
+    batch_size: int
+    seq_len: int
+    seed: int
+    sampling: str = "random"
+    window_order: str = "random_phase"
+    aligned_after_passes: int = 0  # epoch sampling: the passes after this many start at phase 0 (0: never)
+
+
 class Batches:
-    """(x, y) training windows of one token stream, drawn on ``device`` (``sampling``: see the module's text)."""
+    """(x, y) training windows of one token stream, drawn on ``device`` as ``windows`` say. Under torchrun, process
+    ``rank`` of ``world_size`` keeps its share of every draw. ``measured_from_tokens``: with ``window_order``
+    ``measured_in_decay``, the tokens seen when the learning rate starts to decay."""
 
     def __init__(
         self,
         tokens: np.ndarray,
-        batch_size: int,
-        seq_len: int,
+        windows: Windows,
         device: torch.device | str,
-        seed: int,
-        sampling: str = "random",
         rank: int = 0,
         world_size: int = 1,
-        aligned_after_passes: int = 0,
-        window_order: str = "random_phase",
         measured_from_tokens: int | None = None,
     ):
+        batch_size, seq_len, window_order = windows.batch_size, windows.seq_len, windows.window_order
         if window_order == "measured_in_decay" and measured_from_tokens is None:
             raise UserError("--window_order measured_in_decay needs the token count at which the decay begins")
         if len(tokens) < seq_len + 1:
@@ -75,10 +88,10 @@ class Batches:
         # The whole corpus lives on the device (0.7 MB as int64 for tiny-shakespeare): a batch is one gather.
         self.tokens = torch.from_numpy(tokens.astype(np.int64)).to(self.device)
         self.offsets = torch.arange(seq_len + 1, device=self.device)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(windows.seed)
         self.tokens_seen = 0
-        self.sampling = sampling
-        self.aligned_after_passes = aligned_after_passes  # epoch sampling: later passes start at phase 0 (0: never)
+        self.sampling = windows.sampling
+        self.aligned_after_passes = windows.aligned_after_passes
         self.window_order = window_order
         self.measured_from_tokens = measured_from_tokens  # measured_in_decay: passes begun after this are at phase 0
         self.passes = 0  # epoch sampling: passes begun so far

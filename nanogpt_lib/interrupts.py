@@ -21,7 +21,15 @@ class StopRequests:
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        # under torchrun: whether any process of the group got a signal during the last step (None: one process)
+        self.group_asked: bool | None = None
         self._previous: dict[int, object] = {}
+
+    @property
+    def asked(self) -> bool:
+        """Whether to stop after this step: in one process, as soon as a signal came; under torchrun, the group's
+        decision of the step, so that every process stops after the same step."""
+        return self.signal is not None if self.group_asked is None else self.group_asked
 
     @property
     def name(self) -> str | None:

@@ -12,7 +12,7 @@ import sys
 import torch
 
 from . import checkpoint
-from .config import TrainConfig, check_temperature
+from .config import Generation, TrainConfig, check_temperature
 from .device import DEVICE_CHOICES, autocast, pick_device, resolve_amp
 from .errors import UserError, run_cli
 from .model import GPT
@@ -48,6 +48,19 @@ def generate_text(
     finally:
         model.train(was_training)
     return [decode(row) for row in out.tolist()]
+
+
+def generate_samples(model: GPT, generation: Generation, step: int, amp: str = "off") -> list[tuple[str, list[str]]]:
+    """The samples of a run's sampling event at ``step``: for each prompt, ``num_prompts`` continuations, seeded with
+    ``seed + step`` (so every event draws afresh, and a resumed run draws what the uninterrupted one did)."""
+    g = generation
+    return [
+        (
+            prompt,
+            generate_text(model, prompt, g.max_new_tokens, g.temperature, g.top_k, g.seed + step, g.num_prompts, amp),
+        )
+        for prompt in g.prompts
+    ]
 
 
 def load_model(path: str, device: torch.device) -> GPT:

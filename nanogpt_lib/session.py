@@ -29,10 +29,10 @@ from .device import configure_backends, pick_device
 from .errors import UserError
 from .loop_state import LoopState
 from .model import GPT, model_config
-from .optim import make_optimizers, set_learning_rates
+from .optim import Schedule, decay_start, make_optimizers, set_learning_rates
 from .plan import Plan, make_plan
 from .rundir import QuietRunDir, RunDir
-from .step import accumulate_gradients, clip_gradients, measured_from_tokens
+from .step import accumulate_gradients, clip_gradients
 from .tokenizer import encode_file, get_tokenizer
 
 
@@ -56,6 +56,10 @@ class Session:
     batches: Batches
     run_dir: RunDir  # a QuietRunDir, which writes nothing, on processes other than rank 0
     say: Callable[[str], None]  # a line for the run's log
+    schedule: Schedule = dataclasses.field(init=False)  # the learning-rate schedule of ``cfg``, read every step
+
+    def __post_init__(self) -> None:
+        self.schedule = self.cfg.schedule
 
     def step(self, number: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """Optimizer step ``number`` (1-based) with the session's options: its learning rates, the gradients of
@@ -63,7 +67,7 @@ class Session:
         loss and gradient norm as device tensors (no host-device sync here) and the (AdamW) learning rate used.
         ``model`` runs the forward pass (it may be the compiled or DDP wrapper of ``raw_model``)."""
         cfg, optimizers, scaler, device = self.cfg, self.optimizers, self.scaler, self.device
-        lr = set_learning_rates(optimizers, number, cfg)
+        lr = set_learning_rates(optimizers, number, self.schedule)
         model, amp, no_sync = self.model, self.amp, self.no_sync
         loss = accumulate_gradients(model, self.batches.next, device, amp, scaler, cfg.grad_accum, no_sync)
         grad_norm = None
@@ -107,7 +111,7 @@ class Session:
             self.raw_model, self.cfg.to_dict(), self.optimizers, self.scaler, self.batches.state_dict(), rng, loop
         )
 
-    def restore(self, ckpt: dict[str, Any], path: Path, log_every: int) -> LoopState:
+    def restore(self, ckpt: dict[str, Any], path: Path) -> LoopState:
         """Put the optimizers, scaler, data position and random generators back as last.pt holds them (the weights are
         in the model already); the loop state."""
         optimizers, group = self.optimizers, self.group
@@ -121,7 +125,7 @@ class Session:
                 optimizer.load_state_dict(ckpt[key])
             self.scaler.load_state_dict(ckpt["scaler"])
             self.batches.load_state_dict(ckpt["data"])
-            state = LoopState.from_dict(ckpt["loop"], log_every)
+            state = LoopState.from_dict(ckpt["loop"], self.cfg.log_every)
             rng = ckpt["rng"]["ranks"][group.rank] if group.enabled else ckpt["rng"]
             torch.set_rng_state(rng["torch"])
             if self.device.type == "cuda" and rng.get("cuda") is not None:
@@ -155,7 +159,7 @@ class Session:
             raw_model=raw_model,
             model=model,
             no_sync=contextlib.nullcontext,
-            optimizers=make_optimizers(raw_model, cfg),
+            optimizers=make_optimizers(raw_model, cfg.optimization),
             scaler=torch.amp.GradScaler(device.type, enabled=amp == "fp16"),
             batches=make_batches(tokens, cfg, device, group),
             run_dir=QuietRunDir(cfg.out_dir),
@@ -164,21 +168,12 @@ class Session:
 
 
 def make_batches(tokens: np.ndarray, cfg: TrainConfig, device: torch.device, group: distributed.Group) -> Batches:
-    """The batches of a session: each process its share of every step's windows, in the order the options give."""
-    tokens_per_step = cfg.step_tokens * group.world_size
-    return Batches(
-        tokens,
-        cfg.batch_size,
-        cfg.seq_len,
-        device,
-        cfg.seed,
-        cfg.sampling,
-        group.rank,
-        group.world_size,
-        aligned_after_passes=cfg.aligned_after_passes,
-        window_order=cfg.window_order,
-        measured_from_tokens=measured_from_tokens(cfg, tokens_per_step),
-    )
+    """The batches of a session: each process its share of every step's windows, in the order the options give
+    (with ``--window_order measured_in_decay``, at phase 0 from the tokens seen when the wsd decay begins)."""
+    measured_from = None
+    if cfg.window_order == "measured_in_decay":
+        measured_from = decay_start(cfg.schedule) * cfg.step_tokens * group.world_size
+    return Batches(tokens, cfg.windows, device, group.rank, group.world_size, measured_from)
 
 
 def join_devices(device_name_or_auto: str) -> tuple[torch.device, distributed.Group]:
@@ -252,7 +247,7 @@ def _assemble(
     group.barrier()
     backends = configure_backends(device)
     raw_model = build_model(cfg, device, group, ckpt, run_dir.last)
-    optimizers = make_optimizers(raw_model, cfg)
+    optimizers = make_optimizers(raw_model, cfg.optimization)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     batches = make_batches(tokens, cfg, device, group)
     model, no_sync = wrap_model(raw_model, group, device, plan.compile.value)
@@ -276,4 +271,4 @@ def _assemble(
     )
     if ckpt is None:
         return session, None
-    return session, session.restore(ckpt, run_dir.last, cfg.log_every)
+    return session, session.restore(ckpt, run_dir.last)

@@ -1,5 +1,5 @@
 """The pieces of a training step that ``session.Session.step`` puts together: gradients accumulated over
-micro-batches, clipped; the tokens at which a wsd decay begins; the loss and stop requests shared by a group."""
+micro-batches, clipped; the loss and stop requests shared by a group."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from collections.abc import Callable
 import torch
 
 from . import distributed
-from .config import TrainConfig
 from .device import autocast
-from .optim import decay_start
 
 
 def accumulate_gradients(
@@ -52,11 +50,6 @@ def clip_gradients(model: torch.nn.Module, max_norm: float, device: torch.device
     if device.type != "cpu" or norm + 1e-6 > max_norm:
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
     return norm
-
-
-def measured_from_tokens(cfg: TrainConfig, tokens_per_step: int) -> int | None:
-    """With ``--window_order measured_in_decay``: the tokens seen when the wsd decay begins (else None)."""
-    return decay_start(cfg) * tokens_per_step if cfg.window_order == "measured_in_decay" else None
 
 
 def mean_over_group(loss: torch.Tensor, asked: bool, group: distributed.Group) -> tuple[torch.Tensor, bool]:

@@ -2,8 +2,9 @@
 
 ``decide`` is the one stop decision, for the training loop and the sweep alike: it asks each rule of ``RULES`` in
 turn and returns the first ``Stop``, which summary.json records (``stopped_by``, ``stop``) and the report reads. A
-new stop rule is one function of ``(cfg, state, seen)`` added to ``RULES`` (maybe with an option in TrainConfig),
-with a unit test in tests/test_stop_rules.py.
+new stop rule is one function of ``(options, state, seen)`` added to ``RULES`` (maybe with an option in TrainConfig
+and ``StopOptions``), with a unit test in tests/test_stop_rules.py. ``options`` are the run's ``StopOptions``
+(``TrainConfig.stopping``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,20 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from .config import TrainConfig
 from .loop_state import LoopState
 
 RECHECK_WINDOWS = 10  # with --stop_on corpus: a full-corpus pass at least every 10 log windows at the target
+
+
+@dataclass(frozen=True)
+class StopOptions:
+    """The options the stop rules and the full-corpus passes read (``TrainConfig.stopping``)."""
+
+    target_loss: float
+    stop_on: str  # step or corpus: which loss must reach the target
+    steps: int
+    eval_every: int  # a full-corpus pass every N steps (0: none on a schedule)
+    log_every: int  # the running mean of the last N step losses predicts the full-corpus loss
 
 
 def scheduled_pass(step: int, eval_every: int) -> str | None:
@@ -52,11 +63,11 @@ def near_target_pass(state: LoopState, target: float, log_every: int) -> str | N
     return None
 
 
-def corpus_pass_reason(cfg: TrainConfig, state: LoopState) -> str | None:
+def corpus_pass_reason(options: StopOptions, state: LoopState) -> str | None:
     """Why the full-corpus loss should be measured after this step, or None."""
-    why = scheduled_pass(state.step, cfg.eval_every)
-    if why is None and cfg.stop_on == "corpus":
-        why = near_target_pass(state, cfg.target_loss, cfg.log_every)
+    why = scheduled_pass(state.step, options.eval_every)
+    if why is None and options.stop_on == "corpus":
+        why = near_target_pass(state, options.target_loss, options.log_every)
     return why
 
 
@@ -90,7 +101,7 @@ class Stop:
         return {**{k: v for k, v in asdict(self).items() if k != "message"}, "value": value}
 
 
-def diverged(cfg: TrainConfig, state: LoopState, seen: Seen) -> Stop | None:
+def diverged(options: StopOptions, state: LoopState, seen: Seen) -> Stop | None:
     if math.isfinite(seen.step_loss):
         return None
     return Stop(
@@ -102,58 +113,60 @@ def diverged(cfg: TrainConfig, state: LoopState, seen: Seen) -> Stop | None:
     )
 
 
-def step_loss_at_target(cfg: TrainConfig, state: LoopState, seen: Seen) -> Stop | None:
-    if cfg.stop_on != "step" or seen.step_loss > cfg.target_loss:
+def step_loss_at_target(options: StopOptions, state: LoopState, seen: Seen) -> Stop | None:
+    if options.stop_on != "step" or seen.step_loss > options.target_loss:
         return None
     return Stop(
         "step_loss",
         "target_reached",
         seen.step_loss,
         "one step's loss",
-        f"Target reached: step loss {seen.step_loss:.6f} <= {cfg.target_loss} at step {state.step}",
+        f"Target reached: step loss {seen.step_loss:.6f} <= {options.target_loss} at step {state.step}",
     )
 
 
-def corpus_loss_at_target(cfg: TrainConfig, state: LoopState, seen: Seen) -> Stop | None:
-    if cfg.stop_on != "corpus" or seen.corpus_loss is None or seen.corpus_loss > cfg.target_loss:
+def corpus_loss_at_target(options: StopOptions, state: LoopState, seen: Seen) -> Stop | None:
+    if options.stop_on != "corpus" or seen.corpus_loss is None or seen.corpus_loss > options.target_loss:
         return None
     return Stop(
         "full_corpus_loss",
         "target_reached",
         seen.corpus_loss,
         "the full-corpus loss",
-        f"Target reached: full-corpus loss {seen.corpus_loss:.6f} <= {cfg.target_loss} at step {state.step}",
+        f"Target reached: full-corpus loss {seen.corpus_loss:.6f} <= {options.target_loss} at step {state.step}",
     )
 
 
-def all_steps_done(cfg: TrainConfig, state: LoopState, seen: Seen) -> Stop | None:
-    if state.step < cfg.steps:
+def all_steps_done(options: StopOptions, state: LoopState, seen: Seen) -> Stop | None:
+    if state.step < options.steps:
         return None
-    return Stop("steps", "completed", state.step, "--steps", f"All {cfg.steps} steps done without reaching the target")
+    return Stop(
+        "steps", "completed", state.step, "--steps", f"All {options.steps} steps done without reaching the target"
+    )
 
 
-def token_cap(cfg: TrainConfig, state: LoopState, seen: Seen) -> Stop | None:
+def token_cap(options: StopOptions, state: LoopState, seen: Seen) -> Stop | None:
     if seen.token_cap is None or seen.tokens_seen < seen.token_cap:
         return None
     return Stop("token_cap", "completed", seen.tokens_seen, "the token cap", f"token cap ({seen.token_cap:,})")
 
 
-def time_cap(cfg: TrainConfig, state: LoopState, seen: Seen) -> Stop | None:
+def time_cap(options: StopOptions, state: LoopState, seen: Seen) -> Stop | None:
     if seen.time_cap_s is None or state.timers["train_s"] < seen.time_cap_s:
         return None
     return Stop("time_cap", "completed", state.timers["train_s"], "the time cap", f"time cap ({seen.time_cap_s:g} s)")
 
 
-Rule = Callable[[TrainConfig, LoopState, Seen], "Stop | None"]
+Rule = Callable[[StopOptions, LoopState, Seen], "Stop | None"]
 # In order: a loss that is not a number ends the run before anything else reads it; reaching the target beats a cap
 # reached at the same step.
 RULES: tuple[Rule, ...] = (diverged, step_loss_at_target, corpus_loss_at_target, all_steps_done, token_cap, time_cap)
 
 
-def decide(cfg: TrainConfig, state: LoopState, seen: Seen) -> Stop | None:
+def decide(options: StopOptions, state: LoopState, seen: Seen) -> Stop | None:
     """What stops the run after the step ``state.step`` (its losses in ``seen``), or None to go on."""
     for rule in RULES:
-        stop = rule(cfg, state, seen)
+        stop = rule(options, state, seen)
         if stop is not None:
             return stop
     return None

@@ -89,7 +89,7 @@ def run_trial(
     cfg = dataclasses.replace(cfg, stop_on="corpus")  # a trial reaches the target by the full-corpus loss only
     session = Session.of_model(cfg, model, runner, tokens, device, amp)
     state = LoopState.fresh(cfg.log_every)
-    timers, batches = state.timers, session.batches
+    timers, batches, stopping = state.timers, session.batches, cfg.stopping
     row: dict[str, Any] = {"step_cross": None, "corpus_cross": None}
 
     def measure(at: np.ndarray) -> float:
@@ -104,12 +104,12 @@ def run_trial(
         if state.target_step == state.step:
             row["step_cross"] = (state.step, batches.tokens_seen, timers["train_s"])
         corpus = None
-        if stop_rules.corpus_pass_reason(cfg, state):  # when the training loop would measure it
+        if stop_rules.corpus_pass_reason(stopping, state):  # when the training loop would measure it
             with timers.phase("eval_s"):
                 corpus = measure(tokens)
             state.record_corpus_loss(corpus)
         seen = stop_rules.Seen(loss, corpus, batches.tokens_seen, token_cap, time_cap_s)
-        stop = stop_rules.decide(cfg, state, seen)
+        stop = stop_rules.decide(stopping, state, seen)
         if stop is not None:
             break
     if stop.status == "target_reached":

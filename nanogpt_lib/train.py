@@ -36,7 +36,7 @@ from .interrupts import StopRequests
 from .loop_state import LoopState
 from .records import run_config_record, sessions, summary_record
 from .rundir import RunDir
-from .sample import generate_text
+from .sample import generate_samples
 from .session import Session, assemble
 from .step import mean_over_group
 
@@ -124,9 +124,11 @@ class Trainer:
         self.asked = self.cfg = cfg  # as given (run_config.json's); from run() on, with this machine's micro-batch
         self.command = command or "nanogpt_lib.train.Trainer (from Python)"
         self.events = Events()
-        self.run_dir = RunDir(cfg.out_dir)
-        self._start_afresh()  # again in _setup(), once the options are checked
-        self.session: Session  # what the session trains with (session.py), assembled by run()
+        # set by run(), which a second call starts afresh from the checkpoint:
+        self.session: Session  # what the session trains with (session.py)
+        self.run_dir: RunDir  # the session's (one that writes nothing on processes other than rank 0)
+        self.state: LoopState  # step, recent losses, timers: what last.pt carries of the loop
+        self.stop_requests: StopRequests  # Ctrl-C and SIGTERM (under torchrun: the group's decision of each step)
         self.resumes: list[dict[str, Any]] = []  # one entry per session that continued this run
         self.resumed_from_checkpoint = False
         self.saved_step = 0  # the step last.pt holds (or is being written with)
@@ -148,22 +150,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
 
-    def _start_afresh(self) -> None:
-        """The loop's state before a run: step 0 (until a checkpoint says otherwise), no stop asked."""
-        self.state = LoopState.fresh(max(0, self.cfg.log_every))  # before validate(), log_every may be anything
-        self.stop_requests = StopRequests()
-        self.stop_asked = False  # under torchrun: whether any process was asked to stop during this step
-
     def _setup(self) -> None:
         self.asked.validate()
-        self._start_afresh()  # a second run() of this Trainer starts from the checkpoint again
+        self.stop_requests = StopRequests()
         self.session, restored = assemble(self.asked, say=self._say)
         self.cfg = self.session.cfg
+        self.state = restored if restored is not None else LoopState.fresh(self.cfg.log_every)
+        self.resumed_from_checkpoint = restored is not None
         self.events.speaks = self.session.group.is_main  # one process speaks for the group
         self.run_dir, self.writer = self.session.run_dir, CheckpointWriter()
-        if restored is not None:
-            self.state = restored
-        self.resumed_from_checkpoint = restored is not None
         with self.session.group.closed_on_error():
             self._open_run_files()
 
@@ -214,11 +209,8 @@ class Trainer:
         if not self.session.group.is_main:
             return
         cfg, step, texts = self.cfg, self.state.step, []
-        model, amp = self.session.raw_model, self.session.amp
         with self.state.timers.phase("sample_s"):
-            for prompt in cfg.prompts:
-                outputs = generate_text(model, prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k,
-                                        seed=cfg.seed + step, num_samples=cfg.num_prompts, amp=amp)  # fmt: skip
+            for prompt, outputs in generate_samples(self.session.raw_model, cfg.generation, step, self.session.amp):
                 self.run_dir.append_samples(step, prompt, outputs, cfg.temperature, cfg.top_k)
                 texts += outputs
         self.events.emit("on_sample", step, texts)
@@ -257,7 +249,7 @@ class Trainer:
 
     def _loop(self) -> dict[str, Any]:
         """Step → record → maybe evaluate → the stop decision → maybe log → periodic save and sample → signals."""
-        cfg, state = self.cfg, self.state
+        cfg, state, stopping = self.cfg, self.state, self.cfg.stopping
         state.timers.start_session()
         start_step = state.step
         self._announce()
@@ -267,9 +259,11 @@ class Trainer:
         while True:
             step_loss, grad_norm, lr = self._step(first=state.step == start_step)
             state.record(step_loss, cfg.target_loss)
-            why = stop_rules.corpus_pass_reason(cfg, state) if math.isfinite(step_loss) else None
+            why = stop_rules.corpus_pass_reason(stopping, state) if math.isfinite(step_loss) else None
             corpus = self._corpus_loss(why) if why else None
-            stop = stop_rules.decide(cfg, state, stop_rules.Seen(step_loss, corpus, self.session.batches.tokens_seen))
+            stop = stop_rules.decide(
+                stopping, state, stop_rules.Seen(step_loss, corpus, self.session.batches.tokens_seen)
+            )
             if stop is not None and stop.status == "diverged":
                 self._diverge(stop)
             if state.step % cfg.log_every == 0 or stop or corpus is not None:
@@ -280,7 +274,7 @@ class Trainer:
                 self._checkpoint()
             if cfg.sample_every and state.step % cfg.sample_every == 0:
                 self._sample()
-            if self._stop_requested():
+            if self.stop_requests.asked:
                 if self.saved_step != state.step:  # not twice when this step's checkpoint was just written
                     self._save()
                 self._say(
@@ -298,20 +292,16 @@ class Trainer:
         self._say(start_line(cfg, p))
         self.events.emit("on_start", start_info(cfg, p, state.step))
 
-    def _stop_requested(self) -> bool:
-        """Ctrl-C or SIGTERM: in one process, as soon as it comes; under torchrun, the group's decision of the step."""
-        return self.stop_asked if self.session.group.enabled else self.stop_requests.signal is not None
-
     def _step(self, first: bool) -> tuple[float, torch.Tensor | None, float]:
         """One optimizer step, timed; the first of a session counts as warm-up (allocation, compilation).
 
         Returns the step loss (fp32, the one host-device sync per step), the gradient norm and the rate."""
-        state, p = self.state, self.session
+        state, p, stops = self.state, self.session, self.stop_requests
         with state.timers.phase("warmup_s" if first else "train_s"):
             loss, grad_norm, lr = (p.first_step if first else p.step)(state.step + 1)
             state.step += 1
             if p.group.enabled:
-                loss, self.stop_asked = mean_over_group(loss, self.stop_requests.signal is not None, p.group)
+                loss, stops.group_asked = mean_over_group(loss, stops.signal is not None, p.group)
             step_loss = loss.item()
             self.writer.raise_if_failed()  # a failed background write stops the run here, with its file named
         if not first:

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from nanogpt_lib.config import TrainConfig, build_parser, parse_train_args
+from nanogpt_lib.config import GROUPS, TrainConfig, build_parser, parse_train_args
 from nanogpt_lib.errors import UserError
 
 REFERENCE_FLAGS = (
@@ -35,6 +35,21 @@ def test_every_flag_comes_from_the_dataclass() -> None:
     flags = {a.dest for a in parser._actions if a.dest != "help"}
     assert flags == {f.name for f in dataclasses.fields(TrainConfig)}
     assert set(REFERENCE_FLAGS + MORE_FLAGS) <= flags
+
+
+def test_each_group_holds_the_options_of_its_names_and_adds_no_flag() -> None:
+    cfg = TrainConfig(
+        model="tiny", seq_len=32, sampling="epoch", lr=1e-3, min_lr=1e-5, lr_schedule="wsd", target_loss=0.5,
+        stop_on="corpus", extra_prompts="ROMEO:|JULIET:", top_k=5, seed=7,
+    )  # fmt: skip
+    options = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name in GROUPS:
+        group = getattr(cfg, name)
+        for f in dataclasses.fields(group):
+            assert f.name in options or f.name == "prompts", f"{name}.{f.name} is no option of TrainConfig"
+            assert getattr(group, f.name) == getattr(cfg, f.name), f"{name}.{f.name}"
+    assert cfg.generation.prompts == ["BIANCA:\n", "ROMEO:", "JULIET:"]
+    assert {a.dest for a in build_parser("t", "d")._actions} - {"help"} == options  # one flag per option, no more
 
 
 def test_reference_defaults() -> None:

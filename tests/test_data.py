@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nanogpt_lib.config import TrainConfig
-from nanogpt_lib.data import Batches, eval_windows
+from nanogpt_lib.data import Batches, Windows, eval_windows
 from nanogpt_lib.errors import UserError
 from nanogpt_lib.tokenizer import decode, encode, encode_file
 
@@ -34,22 +34,22 @@ def test_token_cache_follows_the_file_content(tmp_path) -> None:
 
 def test_batches_are_shifted_windows_and_reproducible() -> None:
     tokens = np.arange(1000, dtype=np.uint16)
-    a = Batches(tokens, batch_size=3, seq_len=16, device="cpu", seed=1)
+    a = Batches(tokens, Windows(batch_size=3, seq_len=16, seed=1), "cpu")
     x, y = a.next()
     assert x.shape == y.shape == (3, 16)
     assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(y, x + 1)
-    b = Batches(tokens, batch_size=3, seq_len=16, device="cpu", seed=1)
+    b = Batches(tokens, Windows(batch_size=3, seq_len=16, seed=1), "cpu")
     assert torch.equal(b.next()[0], x)
     assert a.tokens_seen == 48 and a.epochs == pytest.approx(0.048)
 
 
 def test_batches_state_restores_the_sequence() -> None:
     tokens = np.arange(500, dtype=np.uint16)
-    a = Batches(tokens, batch_size=2, seq_len=8, device="cpu", seed=3)
+    a = Batches(tokens, Windows(batch_size=2, seq_len=8, seed=3), "cpu")
     a.next()
     state = a.state_dict()
     expected = [a.next()[0] for _ in range(3)]
-    b = Batches(tokens, batch_size=2, seq_len=8, device="cpu", seed=99)
+    b = Batches(tokens, Windows(batch_size=2, seq_len=8, seed=99), "cpu")
     b.load_state_dict(state)
     assert all(torch.equal(b.next()[0], e) for e in expected)
     assert b.tokens_seen == a.tokens_seen
@@ -57,7 +57,7 @@ def test_batches_state_restores_the_sequence() -> None:
 
 def test_batches_need_seq_len_plus_one_tokens() -> None:
     with pytest.raises(UserError, match="fewer than --seq_len"):
-        Batches(np.arange(16, dtype=np.uint16), batch_size=1, seq_len=16, device="cpu", seed=0)
+        Batches(np.arange(16, dtype=np.uint16), Windows(batch_size=1, seq_len=16, seed=0), "cpu")
 
 
 @pytest.mark.parametrize("n", [2, 33, 64, 65, 100])
@@ -88,7 +88,7 @@ def _targets_of_one_pass(batches: Batches, n_windows: int) -> tuple[list[int], s
 def test_epoch_sampling_predicts_every_token_once_per_pass_at_a_moving_phase() -> None:
     tokens = np.arange(1000, dtype=np.uint16)
     seq_len = 16
-    batches = Batches(tokens, batch_size=5, seq_len=seq_len, device="cpu", seed=2, sampling="epoch")
+    batches = Batches(tokens, Windows(batch_size=5, seq_len=seq_len, seed=2, sampling="epoch"), "cpu")
     phases = []
     for _ in range(4):
         batches.next()  # the first batch of a pass fixes its phase and windows
@@ -107,12 +107,12 @@ def test_epoch_sampling_predicts_every_token_once_per_pass_at_a_moving_phase() -
 
 def test_epoch_sampling_crosses_passes_inside_a_batch_and_resumes_exactly() -> None:
     tokens = np.arange(300, dtype=np.uint16)
-    a = Batches(tokens, batch_size=7, seq_len=8, device="cpu", seed=5, sampling="epoch")
+    a = Batches(tokens, Windows(batch_size=7, seq_len=8, seed=5, sampling="epoch"), "cpu")
     for _ in range(5):  # about one pass of ~37 windows: the fifth and sixth batches straddle two passes
         a.next()
     state = a.state_dict()
     expected = [a.next()[0] for _ in range(12)]
-    b = Batches(tokens, batch_size=7, seq_len=8, device="cpu", seed=0, sampling="epoch")
+    b = Batches(tokens, Windows(batch_size=7, seq_len=8, seed=0, sampling="epoch"), "cpu")
     b.load_state_dict(state)
     assert all(torch.equal(b.next()[0], e) for e in expected)
     assert b.passes == a.passes >= 3 and b.tokens_seen == a.tokens_seen
@@ -120,26 +120,28 @@ def test_epoch_sampling_crosses_passes_inside_a_batch_and_resumes_exactly() -> N
 
 def test_a_checkpoint_resumes_only_with_the_sampling_it_was_trained_with() -> None:
     tokens = np.arange(300, dtype=np.uint16)
-    state = Batches(tokens, batch_size=2, seq_len=8, device="cpu", seed=5, sampling="epoch").state_dict()
+    state = Batches(tokens, Windows(batch_size=2, seq_len=8, seed=5, sampling="epoch"), "cpu").state_dict()
     with pytest.raises(UserError, match="--sampling epoch"):
-        Batches(tokens, batch_size=2, seq_len=8, device="cpu", seed=5).load_state_dict(state)
+        Batches(tokens, Windows(batch_size=2, seq_len=8, seed=5), "cpu").load_state_dict(state)
     with pytest.raises(UserError, match="--sampling must be one of random, epoch"):  # checked once, with the options
         TrainConfig(sampling="shuffled").validate()
 
 
 def test_an_epoch_checkpoint_resumes_only_on_its_corpus_at_its_length_and_process_count() -> None:
     tokens = np.arange(300, dtype=np.uint16)
-    state = Batches(tokens, batch_size=2, seq_len=8, device="cpu", seed=5, sampling="epoch").state_dict()
+    state = Batches(tokens, Windows(batch_size=2, seq_len=8, seed=5, sampling="epoch"), "cpu").state_dict()
     with pytest.raises(UserError, match="--seq_len 8"):
-        Batches(tokens, batch_size=2, seq_len=16, device="cpu", seed=5, sampling="epoch").load_state_dict(state)
+        Batches(tokens, Windows(batch_size=2, seq_len=16, seed=5, sampling="epoch"), "cpu").load_state_dict(state)
     with pytest.raises(UserError, match="corpus of 300 tokens and this input has 200"):
-        Batches(tokens[:200], batch_size=2, seq_len=8, device="cpu", seed=5, sampling="epoch").load_state_dict(state)
+        Batches(tokens[:200], Windows(batch_size=2, seq_len=8, seed=5, sampling="epoch"), "cpu").load_state_dict(state)
     with pytest.raises(UserError, match="trained by 1 process"):
-        Batches(tokens, 2, 8, "cpu", 5, "epoch", rank=0, world_size=2).load_state_dict(state)
+        Batches(
+            tokens, Windows(batch_size=2, seq_len=8, seed=5, sampling="epoch"), "cpu", rank=0, world_size=2
+        ).load_state_dict(state)
 
 
 def test_a_corpus_shorter_than_two_windows_still_makes_passes_of_one_window() -> None:
-    batches = Batches(np.arange(12, dtype=np.uint16), batch_size=3, seq_len=8, device="cpu", seed=1, sampling="epoch")
+    batches = Batches(np.arange(12, dtype=np.uint16), Windows(batch_size=3, seq_len=8, seed=1, sampling="epoch"), "cpu")
     for _ in range(4):
         x, y = batches.next()
         assert x.shape == (3, 8) and torch.equal(y[:, :-1], x[:, 1:])
@@ -149,8 +151,11 @@ def test_a_corpus_shorter_than_two_windows_still_makes_passes_of_one_window() ->
 def test_processes_draw_disjoint_shares_of_the_batch_one_process_would_draw() -> None:
     tokens = np.arange(1000, dtype=np.uint16)
     for sampling in ("random", "epoch"):
-        one = Batches(tokens, batch_size=6, seq_len=8, device="cpu", seed=3, sampling=sampling)
-        shares = [Batches(tokens, 2, 8, "cpu", 3, sampling, rank=r, world_size=3) for r in range(3)]
+        one = Batches(tokens, Windows(batch_size=6, seq_len=8, seed=3, sampling=sampling), "cpu")
+        shares = [
+            Batches(tokens, Windows(batch_size=2, seq_len=8, seed=3, sampling=sampling), "cpu", rank=r, world_size=3)
+            for r in range(3)
+        ]
         for _ in range(4):
             whole = one.next()[0]
             assert torch.equal(torch.cat([share.next()[0] for share in shares]), whole)
@@ -174,7 +179,9 @@ def test_the_tokenizer_comes_from_the_packaged_files_with_their_hash_checked(tmp
 def test_passes_after_the_aligned_count_train_on_exactly_the_windows_of_the_full_corpus_loss() -> None:
     tokens = np.arange(1000, dtype=np.uint16)
     seq_len = 16
-    batches = Batches(tokens, 5, seq_len, "cpu", seed=2, sampling="epoch", aligned_after_passes=2)
+    batches = Batches(
+        tokens, Windows(batch_size=5, seq_len=seq_len, seed=2, sampling="epoch", aligned_after_passes=2), "cpu"
+    )
     measured = {int(x[0, 0]) for x, _ in eval_windows(tokens, seq_len, batch_size=1) if x.shape[1] == seq_len}
     phases = []
     for _ in range(5):
@@ -184,7 +191,7 @@ def test_passes_after_the_aligned_count_train_on_exactly_the_windows_of_the_full
             assert set(batches.pass_starts.tolist()) == measured  # every full window of the full-corpus loss
         batches.pass_position = len(batches.pass_starts)  # on to the next pass
     assert phases[2:] == [0, 0, 0] and phases[:2] != [0, 0]
-    unaligned = Batches(tokens, 5, seq_len, "cpu", seed=2, sampling="epoch")
+    unaligned = Batches(tokens, Windows(batch_size=5, seq_len=seq_len, seed=2, sampling="epoch"), "cpu")
     unaligned.next()
     assert int(unaligned.pass_starts.min()) == phases[0]  # the first passes draw as without the option
     with pytest.raises(UserError, match="--sampling epoch"):
@@ -194,7 +201,9 @@ def test_passes_after_the_aligned_count_train_on_exactly_the_windows_of_the_full
 def test_measured_order_visits_every_window_of_the_full_corpus_loss_once_per_pass_in_a_new_order() -> None:
     tokens = np.arange(1000, dtype=np.uint16)
     seq_len = 16
-    batches = Batches(tokens, 5, seq_len, "cpu", seed=2, sampling="epoch", window_order="measured")
+    batches = Batches(
+        tokens, Windows(batch_size=5, seq_len=seq_len, seed=2, sampling="epoch", window_order="measured"), "cpu"
+    )
     measured = [int(x[0, 0]) for x, _ in eval_windows(tokens, seq_len, batch_size=1) if x.shape[1] == seq_len]
     orders = []
     for _ in range(3):
@@ -212,9 +221,13 @@ def test_measured_in_decay_cuts_at_random_phases_until_the_decay_and_at_phase_0_
     tokens = np.arange(1000, dtype=np.uint16)
     seq_len, per_batch = 16, 5 * 16
     switch = 150 * per_batch  # tokens seen when the decay begins
-    mixed = Batches(tokens, 5, seq_len, "cpu", seed=2, sampling="epoch", window_order="measured_in_decay",
-                    measured_from_tokens=switch)  # fmt: skip
-    plain = Batches(tokens, 5, seq_len, "cpu", seed=2, sampling="epoch")
+    mixed = Batches(
+        tokens,
+        Windows(batch_size=5, seq_len=seq_len, seed=2, sampling="epoch", window_order="measured_in_decay"),
+        "cpu",
+        measured_from_tokens=switch,
+    )
+    plain = Batches(tokens, Windows(batch_size=5, seq_len=seq_len, seed=2, sampling="epoch"), "cpu")
     phases = {}
     for _ in range(400):
         began = mixed.passes
@@ -229,4 +242,8 @@ def test_measured_in_decay_cuts_at_random_phases_until_the_decay_and_at_phase_0_
     after = [p for seen, p in phases.items() if seen >= switch]
     assert before and any(before) and after and not any(after)
     with pytest.raises(UserError, match="decay begins"):
-        Batches(tokens, 5, seq_len, "cpu", seed=2, sampling="epoch", window_order="measured_in_decay")
+        Batches(
+            tokens,
+            Windows(batch_size=5, seq_len=seq_len, seed=2, sampling="epoch", window_order="measured_in_decay"),
+            "cpu",
+        )

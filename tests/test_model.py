@@ -47,10 +47,10 @@ def test_gpt2_124m_one_training_step(gpt2_124m: GPT) -> None:
 
 
 def test_initial_loss_is_uniform_guess(course_file) -> None:
-    from nanogpt_lib.data import Batches
+    from nanogpt_lib.data import Batches, Windows
     from nanogpt_lib.tokenizer import encode_file
 
-    batches = Batches(encode_file(course_file), batch_size=8, seq_len=64, device="cpu", seed=0)
+    batches = Batches(encode_file(course_file), Windows(batch_size=8, seq_len=64, seed=0), "cpu")
     x, y = batches.next()
     with torch.no_grad():
         _, loss = tiny_model()(x, y)

@@ -20,7 +20,7 @@ from .test_train import read_metrics, train
 
 def test_muon_takes_exactly_the_matrices_inside_the_blocks_and_adamw_the_rest() -> None:
     model = GPT(model_config("tiny"))
-    adamw, muon = make_optimizers(model, TrainConfig(model="tiny", optimizer="muon"))
+    adamw, muon = make_optimizers(model, TrainConfig(model="tiny", optimizer="muon").optimization)
     assert isinstance(adamw, torch.optim.AdamW) and isinstance(muon, torch.optim.Muon)
     names = {id(p): n for n, p in model.named_parameters()}
     by_muon = {names[id(p)] for g in muon.param_groups for p in g["params"]}
@@ -30,14 +30,14 @@ def test_muon_takes_exactly_the_matrices_inside_the_blocks_and_adamw_the_rest() 
     expected = {f"transformer.h.{i}.{s}" for i in range(model.config.n_layer) for s in suffixes}
     assert by_muon == expected
     assert "transformer.wte.weight" in by_adamw and "transformer.wpe.weight" in by_adamw  # wte is also the head
-    (only,) = make_optimizers(model, TrainConfig(model="tiny"))  # the default: one AdamW over everything
+    (only,) = make_optimizers(model, TrainConfig(model="tiny").optimization)  # the default: one AdamW over everything
     assert sum(len(g["params"]) for g in only.param_groups) == len(names)
 
 
 def test_a_muon_step_moves_only_its_own_parameters() -> None:
     torch.manual_seed(0)
     model = GPT(model_config("tiny"))
-    adamw, muon = make_optimizers(model, TrainConfig(model="tiny", optimizer="muon"))
+    adamw, muon = make_optimizers(model, TrainConfig(model="tiny", optimizer="muon").optimization)
     x = torch.randint(model.config.vocab_size, (2, 16))
     _, loss = model(x, x)
     loss.backward()
@@ -51,13 +51,15 @@ def test_a_muon_step_moves_only_its_own_parameters() -> None:
 
 def test_the_wsd_schedule_at_its_corners() -> None:
     cfg = TrainConfig(steps=1000, lr=1e-3, min_lr=1e-4, warmup_steps=10, lr_schedule="wsd", decay_steps=110,
-                      cooldown_frac=0.4)  # fmt: skip
+                      cooldown_frac=0.4).schedule  # fmt: skip
     assert decay_start(cfg) == 70  # the last 40 of the 100 steps after warm-up decay
     assert lr_at(5, cfg) == pytest.approx(5e-4) and lr_at(10, cfg) == pytest.approx(1e-3)
     assert lr_at(11, cfg) == lr_at(70, cfg) == pytest.approx(1e-3)  # stable
     assert lr_at(71, cfg) < 1e-3 and lr_at(90, cfg) == pytest.approx(5.5e-4)  # a straight line down
     assert lr_at(110, cfg) == lr_at(999, cfg) == pytest.approx(1e-4)  # the floor, and it stays there
-    whole = TrainConfig(steps=100, lr=1e-3, min_lr=0.0, lr_schedule="wsd", cooldown_frac=1.0)  # no decay_steps: --steps
+    whole = TrainConfig(
+        steps=100, lr=1e-3, min_lr=0.0, lr_schedule="wsd", cooldown_frac=1.0
+    ).schedule  # no decay_steps: --steps
     assert lr_at(1, whole) == pytest.approx(0.99e-3) and lr_at(100, whole) == 0.0
 
 
@@ -65,8 +67,8 @@ def test_every_group_follows_the_schedule_from_its_own_peak() -> None:
     model = GPT(model_config("tiny"))
     cfg = TrainConfig(model="tiny", optimizer="muon", lr=1e-3, muon_lr=0.02, min_lr=1e-4, lr_schedule="cosine",
                       steps=100)  # fmt: skip
-    optimizers = make_optimizers(model, cfg)
-    assert set_learning_rates(optimizers, 100, cfg) == pytest.approx(1e-4)
+    optimizers = make_optimizers(model, cfg.optimization)
+    assert set_learning_rates(optimizers, 100, cfg.schedule) == pytest.approx(1e-4)
     assert [g["lr"] for o in optimizers for g in o.param_groups] == pytest.approx([1e-4, 1e-4, 2e-3])
 
 

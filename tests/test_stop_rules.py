@@ -36,21 +36,23 @@ def test_near_target_pass(losses: list[float], offset: float, since: int, runs: 
 
 def test_corpus_pass_reason_follows_the_options() -> None:
     at_target = state_at(100, [0.05, 0.05])
-    assert stop_rules.corpus_pass_reason(TrainConfig(log_every=2, stop_on="step"), at_target) is None
-    reason = stop_rules.corpus_pass_reason(TrainConfig(log_every=2, stop_on="corpus"), at_target)
+    assert stop_rules.corpus_pass_reason(TrainConfig(log_every=2, stop_on="step").stopping, at_target) is None
+    reason = stop_rules.corpus_pass_reason(TrainConfig(log_every=2, stop_on="corpus").stopping, at_target)
     assert reason == "the mean step loss of the last 2 steps, 0.050000, is at the target (0.099999)"
-    offset = stop_rules.corpus_pass_reason(TrainConfig(log_every=2, stop_on="corpus"), state_at(100, [0.05], 0.02))
+    offset = stop_rules.corpus_pass_reason(
+        TrainConfig(log_every=2, stop_on="corpus").stopping, state_at(100, [0.05], 0.02)
+    )
     assert offset.endswith("0.050000, plus the last pass's offset +0.020000, predicts 0.070000 <= 0.099999")
     far = state_at(100, [5.0, 5.0])
-    assert "--eval_every" in stop_rules.corpus_pass_reason(TrainConfig(log_every=2, eval_every=50), far)
-    assert stop_rules.corpus_pass_reason(TrainConfig(log_every=2, eval_every=30), far) is None
+    assert "--eval_every" in stop_rules.corpus_pass_reason(TrainConfig(log_every=2, eval_every=50).stopping, far)
+    assert stop_rules.corpus_pass_reason(TrainConfig(log_every=2, eval_every=30).stopping, far) is None
 
 
 def test_the_stop_decision() -> None:
     decide, Seen = stop_rules.decide, stop_rules.Seen
     step, corpus = (
-        TrainConfig(stop_on="step", target_loss=0.1, steps=50),
-        TrainConfig(stop_on="corpus", target_loss=0.1),
+        TrainConfig(stop_on="step", target_loss=0.1, steps=50).stopping,
+        TrainConfig(stop_on="corpus", target_loss=0.1).stopping,
     )
     at = state_at(10, [0.5])
     reached = decide(step, at, Seen(0.09))

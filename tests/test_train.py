@@ -166,12 +166,13 @@ def test_resume_without_a_checkpoint_starts_fresh_and_says_so(small_corpus: Path
 
 
 def test_learning_rate_schedule() -> None:
-    cfg = TrainConfig(steps=100, lr=1e-3, min_lr=1e-4, warmup_steps=10, lr_schedule="cosine")
+    cfg = TrainConfig(steps=100, lr=1e-3, min_lr=1e-4, warmup_steps=10, lr_schedule="cosine").schedule
     assert lr_at(1, cfg) == pytest.approx(1e-4) and lr_at(10, cfg) == pytest.approx(1e-3)
     assert lr_at(55, cfg) == pytest.approx(5.5e-4) and lr_at(100, cfg) == pytest.approx(1e-4)
-    constant = TrainConfig(lr=3e-4)
+    constant = TrainConfig(lr=3e-4).schedule
     assert lr_at(1, constant) == lr_at(10_000, constant) == 3e-4
     early = TrainConfig(steps=100_000, lr=1e-3, min_lr=1e-4, warmup_steps=10, lr_schedule="cosine", decay_steps=100)
+    early = early.schedule
     assert lr_at(55, early) == pytest.approx(5.5e-4)
     assert lr_at(100, early) == lr_at(90_000, early) == pytest.approx(1e-4)  # stays at min_lr after decay_steps
 
