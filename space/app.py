@@ -14,14 +14,16 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import queue
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 import torch
-from transformers import AutoTokenizer, GPT2LMHeadModel
+from transformers import AutoTokenizer, DynamicCache, GPT2LMHeadModel
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PROMPT = "BIANCA:\n"
@@ -32,8 +34,15 @@ MAX_SAMPLES = 4
 MAX_TEMPERATURE = 2.0
 MAX_TOP_K = 1000
 MAX_SEED = 2**32 - 1
-CONCURRENT_REQUESTS = 2  # generations at once; further requests wait in the queue
-QUEUE_SIZE = 16
+# The bounds under load. A burst of 24 single-sample requests (8 readers pressing Generate 3 times) all run in one
+# batch; the queue then holds 16 more and turns further ones away at once with Gradio's "Queue is full" message.
+CONCURRENT_REQUESTS = 24  # requests handed to the batch at once (each holds one of Gradio's 40 worker threads)
+QUEUE_SIZE = 16  # requests waiting for one of those places
+# Rows (samples) generated together. A request that would pass it waits, in its place, for rows to end. It bounds the
+# memory of the key/value cache: at most MAX_BATCH_ROWS x the model's context x 2 x layers x channels floats
+# (2.4 GB for the 124M model's 12 x 768 at a context of 1,024, as left padding makes every row as long as the
+# longest; a burst of 200-token replies to short prompts uses a tenth of that).
+MAX_BATCH_ROWS = 32
 # The exporter puts the run's numbers between these comments of the model card (README.md).
 SUMMARY_START = "<!-- training-summary:start -->"
 SUMMARY_END = "<!-- training-summary:end -->"
@@ -114,7 +123,209 @@ def load(source: str) -> Loaded:
     return Loaded(name, model, tokenizer, training_summary(card), _exported_file(source, "loss_curve.png"))
 
 
-@torch.inference_mode()
+# ---------------------------------------------------------------------- batched generation
+# A CPU's cost per token is reading the weights; a batch reads them once for all its rows. Gradio's own batching
+# (batch=True) refuses generator functions, which streaming needs, so one background thread owns the model and
+# generates for every request at once; each request's generator hands it a Job and reads its tokens from the Job's
+# queue. Requests join between two tokens (continuous batching): a burst reaches the app over a second or more, and a
+# request arriving just after a batch began would otherwise wait for that whole batch to end.
+
+
+@dataclass(eq=False)
+class Job:
+    """One request: its rows (one per sample), its settings, its own random generator (so its text does not depend
+    on who else is in the batch) and the queue its page reads each new ``seq`` from."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int
+    temperature: float
+    top_k: int
+    num_samples: int
+    seed: int
+    updates: queue.SimpleQueue | None = None
+    cancelled: bool = False  # set by the page's generator when it stops; the rows leave at the next token
+
+    def __post_init__(self) -> None:
+        self.seq = torch.tensor([self.prompt_ids] * self.num_samples, dtype=torch.long)  # (num_samples, T)
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    @property
+    def finished(self) -> bool:
+        return self.seq.size(1) - len(self.prompt_ids) >= self.max_new_tokens
+
+
+def pick(logits: torch.Tensor, jobs: list[Job]) -> torch.Tensor:
+    """The next token of every row (rows, 1), the rows of ``jobs`` in order. Temperature 0 takes the most likely
+    token; otherwise each job draws from its rows with its own generator, as it would alone."""
+    counts = torch.tensor([job.num_samples for job in jobs])
+    temperature = torch.tensor([float(job.temperature) for job in jobs]).repeat_interleave(counts)
+    top_k = torch.tensor([job.top_k for job in jobs]).repeat_interleave(counts)
+    next_ids = logits.argmax(dim=-1, keepdim=True)
+    greedy = temperature == 0
+    if bool(greedy.all()):
+        return next_ids
+    logits = logits / torch.where(greedy, 1.0, temperature)[:, None]
+    limited = (top_k > 0) & (top_k < logits.size(-1)) & ~greedy
+    if bool(limited.any()):  # one top-k for all limited rows, each row's own k-th best from it
+        best = torch.topk(logits[limited], int(top_k[limited].max())).values
+        threshold = torch.full((logits.size(0), 1), float("-inf"))
+        threshold[limited] = best.gather(1, (top_k[limited] - 1)[:, None])
+        logits = logits.masked_fill(logits < threshold, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    row = 0
+    for job in jobs:
+        if job.temperature > 0:
+            rows = slice(row, row + job.num_samples)
+            next_ids[rows] = torch.multinomial(probs[rows], num_samples=1, generator=job.generator)
+        row += job.num_samples
+    return next_ids
+
+
+def _layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The (keys, values) of each layer, each (rows, heads, columns, head size)."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _left_pad(t: torch.Tensor, columns: int) -> torch.Tensor:
+    return torch.nn.functional.pad(t, (0, 0, columns - t.size(2), 0))
+
+
+class Batch:
+    """The requests being generated together. Rows are left-padded: every row's cached tokens end at the cache's
+    last column, so one new column serves all rows; an attention mask hides the padding and explicit position ids
+    count each row from its own first token. A row past the model's context leaves the cache and has its last
+    ``window`` tokens recomputed each step, as alone (those rows share one forward of their own, all being
+    ``window`` long). Invariant between steps: a cached job's cache holds all of its ``seq`` but the last token."""
+
+    def __init__(self, model: GPT2LMHeadModel):
+        self.model = model
+        self.window = model.config.n_positions
+        self.cached: list[Job] = []  # in the cache's row order
+        self.cache = None
+        self.sliding: list[Job] = []
+
+    @property
+    def jobs(self) -> list[Job]:
+        return self.cached + self.sliding
+
+    @property
+    def rows(self) -> int:
+        return sum(job.num_samples for job in self.jobs)
+
+    @torch.inference_mode()
+    def step(self, joining: list[Job]) -> None:
+        """One new token for every job, ``joining`` ones included (their prompts are read first); then jobs that are
+        done or cancelled leave, and each job's queue gets its ``seq``."""
+        self.sliding = [job for job in self.sliding if not job.cancelled]
+        self._retain([job for job in self.cached if not job.cancelled])
+        joining = [job for job in joining if not job.cancelled]
+        order, logits = self.cached + joining + self.sliding, []
+        if self.cached:
+            logits.append(self._decode())
+        if joining:
+            logits.append(self._prefill(joining))
+        if self.sliding:
+            ids = torch.cat([job.seq[:, -self.window :] for job in self.sliding])
+            logits.append(self.model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1])
+        next_ids = pick(torch.cat(logits).float(), order).split([job.num_samples for job in order])
+        for job, new in zip(order, next_ids, strict=True):
+            job.seq = torch.cat((job.seq, new), dim=1)
+            if job.updates is not None:
+                job.updates.put(job.seq)
+        past = [job for job in self.cached if job.seq.size(1) > self.window and not job.finished]
+        self.sliding = [job for job in self.sliding if not job.finished] + past
+        self._retain([job for job in self.cached if job.seq.size(1) <= self.window and not job.finished])
+
+    def _decode(self) -> torch.Tensor:
+        """The logits after each cached row's newest token, one forward for all rows."""
+        columns = self.cache.get_seq_length()
+        cached = torch.tensor([job.seq.size(1) - 1 for job in self.cached])
+        cached = cached.repeat_interleave(torch.tensor([job.num_samples for job in self.cached]))
+        mask = torch.arange(columns + 1)[None, :] >= (columns - cached)[:, None]
+        out = self.model(
+            input_ids=torch.cat([job.seq[:, -1:] for job in self.cached]), attention_mask=mask.long(),
+            position_ids=cached[:, None], use_cache=True, logits_to_keep=1, **{CACHE_ARG: self.cache},
+        )  # fmt: skip
+        self.cache = getattr(out, CACHE_ARG)
+        return out.logits[:, -1]
+
+    def _prefill(self, joining: list[Job]) -> torch.Tensor:
+        """Read the prompts of the joining jobs (left-padded to the longest, at most ``window``), add their rows to
+        the cache, and return the logits after each prompt."""
+        prompts = [row[-self.window :] for job in joining for row in job.seq.tolist()]
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        new = getattr(out, CACHE_ARG)
+        if self.cache is not None:
+            old, new = _layers(self.cache), _layers(new)
+            columns = max(old[0][0].size(2), new[0][0].size(2))
+            merged = [
+                tuple(torch.cat((_left_pad(a, columns), _left_pad(b, columns))) for a, b in zip(o, n, strict=True))
+                for o, n in zip(old, new, strict=True)
+            ]
+            new = DynamicCache(merged)
+        self.cache, self.cached = new, self.cached + joining
+        return out.logits[:, -1]
+
+    def _retain(self, keep: list[Job]) -> None:
+        """Keep only the cache rows of ``keep`` (a subsequence of ``self.cached``), and only the columns they use."""
+        if keep == self.cached:
+            return
+        index, row = [], 0
+        for job in self.cached:
+            if job in keep:
+                index += range(row, row + job.num_samples)
+            row += job.num_samples
+        self.cached = keep
+        if not keep:
+            self.cache = None
+            return
+        index, columns = torch.tensor(index), max(job.seq.size(1) - 1 for job in keep)
+        self.cache = DynamicCache([(k[index, :, -columns:], v[index, :, -columns:]) for k, v in _layers(self.cache)])
+
+
+class Scheduler:
+    """The one thread that owns the model: between two tokens it lets waiting requests join the batch (first come,
+    first served, while the batch has fewer than MAX_BATCH_ROWS rows), then generates one token for all of them."""
+
+    def __init__(self, model: GPT2LMHeadModel):
+        self.model = model
+        self.inbox: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="generation", daemon=True).start()
+
+    def submit(self, job: Job) -> Job:
+        job.updates = queue.SimpleQueue()
+        self.inbox.put(job)
+        return job
+
+    def _run(self) -> None:
+        batch, waiting = Batch(self.model), []
+        while True:
+            if not batch.jobs and not waiting:
+                waiting.append(self.inbox.get())  # idle until a request comes
+            while not self.inbox.empty():
+                waiting.append(self.inbox.get())
+            waiting, joining, rows = [job for job in waiting if not job.cancelled], [], batch.rows
+            while waiting and (not rows or rows + waiting[0].num_samples <= MAX_BATCH_ROWS):
+                rows += waiting[0].num_samples
+                joining.append(waiting.pop(0))
+            try:
+                batch.step(joining)
+            except Exception as err:  # every page in the batch hears of it, instead of waiting for ever
+                for job in batch.jobs + joining:
+                    job.updates.put(err)
+                batch = Batch(self.model)
+
+
+@functools.lru_cache(maxsize=1)
+def scheduler(source: str) -> Scheduler:
+    """The process's one scheduler, started on first use."""
+    return Scheduler(load(source).model)
+
+
 def sample(
     model: GPT2LMHeadModel,
     prompt_ids: list[int],
@@ -124,29 +335,14 @@ def sample(
     num_samples: int,
     seed: int,
 ) -> Iterator[torch.Tensor]:
-    """Yield the token ids (num_samples, T) after each new token. Temperature 0 picks the most likely token; top_k 0
-    samples from every token. Keys and values are cached; past the context, the window slides and is recomputed."""
-    window = model.config.n_positions
-    generator = torch.Generator().manual_seed(seed)
-    seq = torch.tensor([prompt_ids] * num_samples, dtype=torch.long)
-    past = None
-    for _ in range(max_new_tokens):
-        if past is not None and seq.size(1) <= window:
-            out = model(input_ids=seq[:, -1:], use_cache=True, **{CACHE_ARG: past})  # only the newest token
-        else:
-            out = model(input_ids=seq[:, -window:], use_cache=True)
-        past = getattr(out, CACHE_ARG)
-        logits = out.logits[:, -1, :].float()  # (num_samples, vocab)
-        if temperature == 0:
-            next_ids = logits.argmax(dim=-1, keepdim=True)
-        else:
-            logits = logits / temperature
-            if 0 < top_k < logits.size(-1):
-                kth_best = torch.topk(logits, top_k).values[:, [-1]]
-                logits = logits.masked_fill(logits < kth_best, float("-inf"))
-            next_ids = torch.multinomial(torch.softmax(logits, dim=-1), num_samples=1, generator=generator)
-        seq = torch.cat((seq, next_ids), dim=1)
-        yield seq
+    """Yield the token ids (num_samples, T) after each new token of one request alone: a batch of one, through the
+    same steps the app's batch takes. Temperature 0 picks the most likely token; top_k 0 samples from every token."""
+    job, batch = Job(prompt_ids, max_new_tokens, temperature, top_k, num_samples, seed), Batch(model)
+    joining = [job]
+    while not job.finished:
+        batch.step(joining)
+        joining = []
+        yield job.seq
 
 
 def check_inputs(
@@ -198,9 +394,16 @@ def generate(prompt, max_new_tokens, temperature, top_k, num_samples, seed) -> I
     loaded = load(model_dir())
     prompt_ids = loaded.tokenizer(prompt)["input_ids"]
     yield layout([prompt] * num_samples), "Generating…"
-    for seq in sample(loaded.model, prompt_ids, max_new_tokens, temperature, top_k, num_samples, seed):
-        texts = [prompt + loaded.tokenizer.decode(row[len(prompt_ids) :]) for row in seq.tolist()]
-        yield layout(texts), "Generating…"
+    job = scheduler(model_dir()).submit(Job(prompt_ids, max_new_tokens, temperature, top_k, num_samples, seed))
+    try:
+        for _ in range(max_new_tokens):
+            seq = job.updates.get()
+            if isinstance(seq, Exception):
+                raise RuntimeError(f"generation failed: {seq}") from seq
+            texts = [prompt + loaded.tokenizer.decode(row[len(prompt_ids) :]) for row in seq.tolist()]
+            yield layout(texts), "Generating…"
+    finally:  # done, or the page pressed Stop or left (Gradio closes this generator): the rows leave the batch
+        job.cancelled = True
     yield layout(texts), f"Done: {max_new_tokens} new tokens per sample, seed {seed}."
 
 

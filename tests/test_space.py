@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import copy
 import importlib.util
 import json
 import os
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,54 @@ def test_the_context_window_slides_past_the_model_context(app) -> None:
     prompt_ids = loaded.tokenizer(PROMPT)["input_ids"]
     steps = list(app.sample(loaded.model, prompt_ids, window + 5, 1.0, 0, 1, 0))
     assert steps[-1].shape == (1, len(prompt_ids) + window + 5)
+
+
+# Eight requests unlike each other: prompt, max new tokens, temperature, top-k, samples, seed, and the step at which
+# each joins the batch. The long prompt runs past the tiny model's context of 256 tokens, so its rows slide.
+REQUESTS = [
+    ("ROMEO:", 12, 0, 0, 1, 1, 0),
+    ("JULIET:\nO Romeo, Romeo", 20, 0.8, 50, 2, 2, 0),
+    ("A", 5, 1.0, 0, 1, 3, 0),
+    ("First Citizen:\nBefore we proceed any further, hear me speak.", 15, 1.3, 5, 3, 4, 2),
+    ("KING", 25, 0, 0, 2, 5, 2),
+    ("ROMEO: " * 82, 14, 0.9, 20, 1, 6, 3),
+    ("BIANCA:\n", 18, 0.7, 1000, 4, 7, 6),
+    ("To be", 9, 1.0, 1, 1, 8, 9),
+]
+
+
+def test_a_request_gets_the_same_text_alone_and_in_a_batch_of_eight(app) -> None:
+    """Rows of different lengths share one forward per token: padding, positions and random draws must keep each
+    request's tokens what they are alone, also as others join, slide past the context, finish or are stopped."""
+    loaded = app.load(os.environ["MODEL_DIR"])
+    model, window = copy.deepcopy(loaded.model), loaded.model.config.n_positions
+    with torch.no_grad():  # a few steps of training leave positions all but unused: make them matter
+        model.transformer.wpe.weight.mul_(30)
+    jobs = {app.Job(loaded.tokenizer(p)["input_ids"], *settings): at for p, *settings, at in REQUESTS}
+    long_prompt = [job for job in jobs if len(job.prompt_ids) > 100][0]
+    assert len(long_prompt.prompt_ids) < window < len(long_prompt.prompt_ids) + long_prompt.max_new_tokens
+    stopped = app.Job(loaded.tokenizer(PROMPT)["input_ids"], 30, 1.0, 0, 2, 9)  # joins at step 1, stopped after step 4
+    jobs[stopped] = 1
+    settings = lambda job: (job.max_new_tokens, job.temperature, job.top_k, job.num_samples, job.seed)  # noqa: E731
+    alone = {job: list(app.sample(model, job.prompt_ids, *settings(job)))[-1] for job in jobs if job is not stopped}
+    batch, step, most_rows, slid = app.Batch(model), 0, 0, False
+    while batch.jobs or step <= max(jobs.values()):
+        batch.step([job for job, at in jobs.items() if at == step])
+        most_rows, slid = max(most_rows, batch.rows), slid or bool(batch.sliding)
+        stopped.cancelled = stopped.cancelled or step == 4
+        step += 1
+    assert most_rows >= 12 and slid and stopped.seq.size(1) == len(stopped.prompt_ids) + 4
+    for job, tokens in alone.items():
+        assert torch.equal(job.seq, tokens), loaded.tokenizer.decode(job.prompt_ids)
+
+
+def test_requests_sent_together_get_the_text_each_gets_alone(app) -> None:
+    """The app's scheduler thread: eight pages generating at once read the same text as each one alone."""
+    requests = [(p, n, t, k, s, seed) for p, n, t, k, s, seed, _ in REQUESTS]
+    final = lambda request: list(app.generate(*request))[-1][0]  # noqa: E731
+    with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+        together = list(pool.map(final, requests))
+    assert together == [final(request) for request in requests]
 
 
 @pytest.mark.parametrize(
@@ -284,14 +334,15 @@ def test_space_empty_prompt_shows_a_message_in_the_page(browser: DevTools) -> No
 def test_the_app_under_a_burst_serves_every_accepted_request_and_turns_the_rest_away(
     app, model_dir: Path, tmp_path
 ) -> None:
-    """8 clients send 3 requests each at once, more than the app serves and queues: each one it accepts gets its
+    """8 clients send 6 requests each at once, more than the app serves and queues: each one it accepts gets its
     text, the ones beyond the queue are told at once that it is full, and the app's memory stays within bounds."""
     slots = app.CONCURRENT_REQUESTS + app.QUEUE_SIZE
-    load = space_load.run(model_dir, clients=8, requests=3, max_new_tokens=100, log=tmp_path / "app.log")
+    assert 8 * 3 <= app.CONCURRENT_REQUESTS < slots < 8 * 6  # 8 readers x 3 are all served; 8 x 6 overflow
+    load = space_load.run(model_dir, clients=8, requests=6, max_new_tokens=100, log=tmp_path / "app.log")
     served, busy = load.of("served"), load.of("busy")
     assert not load.of("failed"), [o.message for o in load.of("failed")]
-    assert len(served) + len(busy) == 24 and len(served) >= slots
-    assert busy and all("Queue is full" in o.message for o in busy)  # 24 at once > what is served and queued
+    assert len(served) + len(busy) == 48 and len(served) >= slots
+    assert busy and all("Queue is full" in o.message for o in busy)  # 48 at once > what is served and queued
     assert all(o.text.startswith(space_load.PROMPT) and len(o.text) > len(space_load.PROMPT) for o in served)
     assert max(o.seconds for o in busy) < min(o.seconds for o in served)  # turned away at once, not after waiting
     if load.rss_before_mib is not None:
