@@ -23,7 +23,8 @@ from pathlib import Path
 
 import gradio as gr
 import torch
-from transformers import AutoTokenizer, DynamicCache, GPT2LMHeadModel
+from transformers import AutoTokenizer, GPT2LMHeadModel
+from transformers.cache_utils import Cache, DynamicLayer
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PROMPT = "BIANCA:\n"
@@ -41,7 +42,7 @@ QUEUE_SIZE = 16  # requests waiting for one of those places
 # Rows (samples) generated together. A request that would pass it waits, in its place, for rows to end. It bounds the
 # memory of the key/value cache: at most MAX_BATCH_ROWS x the model's context x 2 x layers x channels floats
 # (2.4 GB for the 124M model's 12 x 768 at a context of 1,024, as left padding makes every row as long as the
-# longest; a burst of 200-token replies to short prompts uses a tenth of that).
+# longest; 24 replies of 200 tokens to a short prompt use about 370 MB of it).
 MAX_BATCH_ROWS = 32
 # The exporter puts the run's numbers between these comments of the model card (README.md).
 SUMMARY_START = "<!-- training-summary:start -->"
@@ -97,6 +98,20 @@ def card_title(card_path: str | None) -> str | None:
     return found.group(1).strip() if found else None
 
 
+def cpu_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by a container's cgroup quota (cpu.max), which
+    torch does not read. A Space on 2 cores of a larger host would otherwise run a thread per host core, and every
+    step would wait for the threads that are not scheduled."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):  # no cgroup v2 here: the affinity is all there is to go by
+        pass
+    return cores
+
+
 @functools.lru_cache(maxsize=1)
 def load(source: str) -> Loaded:
     """Load an exported folder once per process; every request shares the model (read-only in inference)."""
@@ -113,6 +128,7 @@ def load(source: str) -> Loaded:
         raise SystemExit(f"cannot load the model from MODEL_DIR={source}: {reason}") from None
     if model.dtype != torch.float32 and not torch.cuda.is_available():
         model = model.float()  # half precision is slow or unsupported on many CPUs; float32 is always right there
+    torch.set_num_threads(min(torch.get_num_threads(), cpu_cores()))
     card = _exported_file(source, "README.md")
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
@@ -156,28 +172,21 @@ class Job:
 
 def pick(logits: torch.Tensor, jobs: list[Job]) -> torch.Tensor:
     """The next token of every row (rows, 1), the rows of ``jobs`` in order. Temperature 0 takes the most likely
-    token; otherwise each job draws from its rows with its own generator, as it would alone."""
-    counts = torch.tensor([job.num_samples for job in jobs])
-    temperature = torch.tensor([float(job.temperature) for job in jobs]).repeat_interleave(counts)
-    top_k = torch.tensor([job.top_k for job in jobs]).repeat_interleave(counts)
-    next_ids = logits.argmax(dim=-1, keepdim=True)
-    greedy = temperature == 0
-    if bool(greedy.all()):
-        return next_ids
-    logits = logits / torch.where(greedy, 1.0, temperature)[:, None]
-    limited = (top_k > 0) & (top_k < logits.size(-1)) & ~greedy
-    if bool(limited.any()):  # one top-k for all limited rows, each row's own k-th best from it
-        best = torch.topk(logits[limited], int(top_k[limited].max())).values
-        threshold = torch.full((logits.size(0), 1), float("-inf"))
-        threshold[limited] = best.gather(1, (top_k[limited] - 1)[:, None])
-        logits = logits.masked_fill(logits < threshold, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    row = 0
+    token. Otherwise each job draws from its own rows with its own generator, exactly as it would alone: with a
+    top-k, among its k best tokens only (the same distribution as masking the others out, and a draw of k random
+    numbers instead of one per token of the vocabulary: a generator draws one at a time, on one core)."""
+    next_ids, row = torch.empty((logits.size(0), 1), dtype=torch.long), 0
     for job in jobs:
-        if job.temperature > 0:
-            rows = slice(row, row + job.num_samples)
-            next_ids[rows] = torch.multinomial(probs[rows], num_samples=1, generator=job.generator)
+        rows = slice(row, row + job.num_samples)
         row += job.num_samples
+        if job.temperature == 0:
+            next_ids[rows] = logits[rows].argmax(dim=-1, keepdim=True)
+            continue
+        candidates, ids = logits[rows], None
+        if 0 < job.top_k < logits.size(-1):
+            candidates, ids = torch.topk(candidates, job.top_k)
+        drawn = torch.multinomial(torch.softmax(candidates / job.temperature, dim=-1), 1, generator=job.generator)
+        next_ids[rows] = drawn if ids is None else ids.gather(1, drawn)
     return next_ids
 
 
@@ -186,8 +195,42 @@ def _layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _left_pad(t: torch.Tensor, columns: int) -> torch.Tensor:
-    return torch.nn.functional.pad(t, (0, 0, columns - t.size(2), 0))
+def _aligned(parts: list[torch.Tensor], columns: int, capacity: int) -> torch.Tensor:
+    """The parts (rows, heads, their columns, head size) stacked by rows in one buffer of ``capacity`` columns, each
+    ending at column ``columns``: zeros pad it on the left (the attention mask hides them), room follows."""
+    first = parts[0]
+    buffer = first.new_zeros((sum(p.size(0) for p in parts), first.size(1), capacity, first.size(3)))
+    row = 0
+    for part in parts:
+        buffer[row : row + part.size(0), :, columns - part.size(2) : columns] = part
+        row += part.size(0)
+    return buffer
+
+
+class _Columns(DynamicLayer):
+    """One layer's keys and values in buffers with room for the columns still to come. transformers' DynamicLayer
+    concatenates, copying the whole cache at every token (a third of a step's time for 24 rows at 100 tokens on
+    one core, measured); here a new column is written in place and the attention reads a view of the buffer."""
+
+    def __init__(self, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int):
+        super().__init__()
+        self.key_buffer, self.value_buffer, self.length, self.is_initialized = key_buffer, value_buffer, length, True
+        self.keys, self.values = key_buffer[:, :, :length], value_buffer[:, :, :length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        end = self.length + key_states.size(2)
+        if end > self.key_buffer.size(2):  # more columns than foreseen: twice the room
+            capacity = max(end, 2 * self.key_buffer.size(2))
+            self.key_buffer = _aligned([self.keys], self.length, capacity)
+            self.value_buffer = _aligned([self.values], self.length, capacity)
+        self.key_buffer[:, :, self.length : end] = key_states
+        self.value_buffer[:, :, self.length : end] = value_states
+        self.length = end
+        self.keys, self.values = self.key_buffer[:, :, : self.length], self.value_buffer[:, :, : self.length]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
 
 
 class Batch:
@@ -258,33 +301,42 @@ class Batch:
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-        new = getattr(out, CACHE_ARG)
+        parts = [([k], [v]) for k, v in _layers(getattr(out, CACHE_ARG))]
         if self.cache is not None:
-            old, new = _layers(self.cache), _layers(new)
-            columns = max(old[0][0].size(2), new[0][0].size(2))
-            merged = [
-                tuple(torch.cat((_left_pad(a, columns), _left_pad(b, columns))) for a, b in zip(o, n, strict=True))
-                for o, n in zip(old, new, strict=True)
+            parts = [
+                ([k, *keys], [v, *values]) for (k, v), (keys, values) in zip(_layers(self.cache), parts, strict=True)
             ]
-            new = DynamicCache(merged)
-        self.cache, self.cached = new, self.cached + joining
+        self.cached += joining
+        self._store(parts, max(part.size(2) for part in parts[0][0]))
         return out.logits[:, -1]
 
     def _retain(self, keep: list[Job]) -> None:
         """Keep only the cache rows of ``keep`` (a subsequence of ``self.cached``), and only the columns they use."""
         if keep == self.cached:
             return
-        index, row = [], 0
+        runs, row = [], 0  # the rows of each kept job
         for job in self.cached:
             if job in keep:
-                index += range(row, row + job.num_samples)
+                runs.append((row, row + job.num_samples))
             row += job.num_samples
         self.cached = keep
         if not keep:
             self.cache = None
             return
-        index, columns = torch.tensor(index), max(job.seq.size(1) - 1 for job in keep)
-        self.cache = DynamicCache([(k[index, :, -columns:], v[index, :, -columns:]) for k, v in _layers(self.cache)])
+        columns = max(job.seq.size(1) - 1 for job in keep)
+        self._store([([k[a:b, :, -columns:] for a, b in runs], [v[a:b, :, -columns:] for a, b in runs])
+                     for k, v in _layers(self.cache)], columns)  # fmt: skip
+
+    def _store(self, parts: list[tuple[list[torch.Tensor], list[torch.Tensor]]], columns: int) -> None:
+        """A cache of ``columns`` from each layer's parts (keys, values; rows of ``self.cached`` in order), with
+        room for the tokens still to come (never past the window: a longer row leaves for the sliding ones)."""
+        remaining = max(job.max_new_tokens - (job.seq.size(1) - len(job.prompt_ids)) for job in self.cached)
+        capacity = max(columns, min(self.window, columns + remaining))
+        layers = [
+            _Columns(_aligned(keys, columns, capacity), _aligned(values, columns, capacity), columns)
+            for keys, values in parts
+        ]
+        self.cache = Cache(layers=layers)
 
 
 class Scheduler:
