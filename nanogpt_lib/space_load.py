@@ -7,8 +7,8 @@ has every client send its requests at once (``--clients`` x ``--requests`` gener
 waits for all of them. It prints, and with ``--out`` writes as markdown with the command above it: how many
 requests got their text, how many the full queue turned away (and with which message), how many failed otherwise,
 the latency of those served (p50, p95, max: from sending to the last token), and the app's resident memory after
-the warm-up and after the load. The app serves CONCURRENT_REQUESTS generations at once and queues QUEUE_SIZE more
-(space/app.py); a burst beyond that is turned away at once instead of piling up.
+the warm-up and after the load. The app generates up to CONCURRENT_REQUESTS requests together, in one batch, and
+queues QUEUE_SIZE more (space/app.py); a burst beyond that is turned away at once instead of piling up.
 """
 
 from __future__ import annotations

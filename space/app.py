@@ -7,6 +7,11 @@ only ``transformers``, ``torch`` and ``gradio``, so a Hugging Face Space runs it
     MODEL_DIR=out/full-hf python space/app.py          # http://127.0.0.1:7860
 
 GRADIO_SERVER_NAME and GRADIO_SERVER_PORT choose where it listens (127.0.0.1:7860 unless set; a Space sets them).
+
+Requests that are in flight together are generated together: one thread owns the model and runs one forward pass
+per token for all of their rows, and a request arriving meanwhile joins before the next token (continuous batching;
+why, under "batched generation" below). Each page still sees its own text grow token by token, the same text as
+when it runs alone (its own random generator, left padding with per-row positions).
 """
 
 from __future__ import annotations
