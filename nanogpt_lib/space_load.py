@@ -80,12 +80,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(model_dir: Path, log: Path, limit_s: float = 180) -> tuple[subprocess.Popen, str]:
-    """``space/app.py`` on a free loopback port, as a user starts it; (process, URL) once it answers."""
+DTYPES = ("float32", "bfloat16")  # the app's SPACE_DTYPE
+
+
+def start_app(model_dir: Path, log: Path, limit_s: float = 180, dtype: str = "float32") -> tuple[subprocess.Popen, str]:
+    """``space/app.py`` on a free loopback port, as a user starts it (its model in ``dtype``); (process, URL) once it
+    answers."""
     port = free_port()
     env = {
         **os.environ,
         "MODEL_DIR": str(model_dir),
+        "SPACE_DTYPE": dtype,
         "GRADIO_SERVER_NAME": "127.0.0.1",
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_ANALYTICS_ENABLED": "False",
@@ -142,11 +147,11 @@ def burst(url: str, clients: int, requests: int, max_new_tokens: int) -> list[Ou
         return [future.result() for future in futures]
 
 
-def run(model_dir: Path, clients: int, requests: int, max_new_tokens: int, log: Path) -> Load:
+def run(model_dir: Path, clients: int, requests: int, max_new_tokens: int, log: Path, dtype: str = "float32") -> Load:
     """Start the app, warm it up with one request, send the burst, stop the app."""
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir} is not an exported model (no config.json): python -m nanogpt_lib.export first")
-    proc, url = start_app(model_dir, log)
+    proc, url = start_app(model_dir, log, dtype=dtype)
     try:
         warm = request(Client(url, verbose=False), max_new_tokens, 0)
         if warm.kind != "served":
@@ -168,7 +173,7 @@ def _mib(value: float | None) -> str:
     return "–" if value is None else f"{value:,.0f} MiB"
 
 
-def table(load: Load, clients: int, requests: int, max_new_tokens: int) -> str:
+def table(load: Load, clients: int, requests: int, max_new_tokens: int, dtype: str = "float32") -> str:
     busy = load.of("busy")
     failed = load.of("failed")
     rows = [
@@ -181,6 +186,7 @@ def table(load: Load, clients: int, requests: int, max_new_tokens: int) -> str:
         ("the app's memory: after the warm-up → after the burst", f"{_mib(load.rss_before_mib)} → "
          f"{_mib(load.rss_after_mib)}"),
         ("each request", f"{max_new_tokens} new tokens, 1 sample, temperature 0.8, top-k 200"),
+        ("the model computed in", f"{dtype} (SPACE_DTYPE)"),
         ("machine", f"CPU {cpu_model() or '?'}, {os.cpu_count()} cores"),
     ]  # fmt: skip
     return "| | |\n| --- | --- |\n" + "\n".join(f"| {what} | {value} |" for what, value in rows) + "\n"
@@ -195,13 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8, help="clients sending at once (default 8)")
     parser.add_argument("--requests", type=int, default=3, help="requests each client sends at once (default 3)")
     parser.add_argument("--max_new_tokens", type=int, default=200, help="tokens per request (default 200)")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="float32", help="the precision the app runs its model in (default float32)"
+    )
     parser.add_argument("--out", type=Path, help="also write the table, with the command, to this markdown file")
     args = parser.parse_args(argv)
     if min(args.clients, args.requests, args.max_new_tokens) < 1:
         raise UserError("--clients, --requests and --max_new_tokens must be at least 1")
     with tempfile.TemporaryDirectory() as tmp:
-        load = run(args.model_dir, args.clients, args.requests, args.max_new_tokens, Path(tmp) / "app.log")
-    text = table(load, args.clients, args.requests, args.max_new_tokens)
+        load = run(args.model_dir, args.clients, args.requests, args.max_new_tokens, Path(tmp) / "app.log", args.dtype)
+    text = table(load, args.clients, args.requests, args.max_new_tokens, args.dtype)
     print(text)
     if args.out:
         command = runlog.command_line("nanogpt_lib.space_load", sys.argv[1:] if argv is None else argv)

@@ -117,6 +117,20 @@ def cpu_cores() -> int:
     return cores
 
 
+def cpu_dtype() -> torch.dtype:
+    """The precision the model runs in: float32, unless the environment variable SPACE_DTYPE says bfloat16.
+
+    float32 gives a request the same text alone and in any batch: a row's products do not depend on how many rows
+    are multiplied with it. bfloat16 is faster on a CPU that multiplies bf16 matrices natively (Intel AMX,
+    AVX512-BF16: half the bytes of weights per token), but there the matrix kernel changes with the number of rows
+    (from about two dozen on), so a request's text may change with who else is in the batch; on other CPUs bf16 is
+    emulated and slower. Half-precision exports are made float32 too."""
+    asked = os.environ.get("SPACE_DTYPE", "float32")
+    if asked not in ("float32", "bfloat16"):
+        raise SystemExit(f"SPACE_DTYPE must be float32 or bfloat16, got {asked!r}")
+    return getattr(torch, asked)
+
+
 @functools.lru_cache(maxsize=1)
 def load(source: str) -> Loaded:
     """Load an exported folder once per process; every request shares the model (read-only in inference)."""
@@ -131,15 +145,16 @@ def load(source: str) -> Loaded:
     except (OSError, ValueError) as err:  # no such folder or repository, or not an exported model
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SystemExit(f"cannot load the model from MODEL_DIR={source}: {reason}") from None
-    if model.dtype != torch.float32 and not torch.cuda.is_available():
-        model = model.float()  # half precision is slow or unsupported on many CPUs; float32 is always right there
+    dtype = cpu_dtype()
+    model = model.to(dtype)
     torch.set_num_threads(min(torch.get_num_threads(), cpu_cores()))
     card = _exported_file(source, "README.md")
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
     name = (
         f"**{card_title(card) or Path(source).name}**: {params:,} parameters, {cfg.n_layer} layers, "
-        f"{cfg.n_head} heads, {cfg.n_embd} channels, a context of {cfg.n_positions:,} tokens"
+        f"{cfg.n_head} heads, {cfg.n_embd} channels, a context of {cfg.n_positions:,} tokens; computed in "
+        f"{str(dtype).removeprefix('torch.')} on {torch.get_num_threads()} CPU thread(s)"
     )
     return Loaded(name, model, tokenizer, training_summary(card), _exported_file(source, "loss_curve.png"))
 

@@ -161,6 +161,16 @@ def test_bad_input_gives_a_message_and_no_text(app, inputs, message: str) -> Non
     assert len(updates) == 1 and updates[0][0] == "" and message in updates[0][1]
 
 
+def test_the_precision_is_float32_unless_space_dtype_says_bfloat16(app, monkeypatch) -> None:
+    monkeypatch.delenv("SPACE_DTYPE", raising=False)
+    assert app.cpu_dtype() == torch.float32
+    monkeypatch.setenv("SPACE_DTYPE", "bfloat16")
+    assert app.cpu_dtype() == torch.bfloat16
+    monkeypatch.setenv("SPACE_DTYPE", "fp16")
+    with pytest.raises(SystemExit, match="SPACE_DTYPE must be float32 or bfloat16, got 'fp16'"):
+        app.cpu_dtype()
+
+
 def test_space_readme_has_the_metadata_a_space_needs() -> None:
     readme = (SPACE / "README.md").read_text(encoding="utf-8")
     meta = yaml.safe_load(readme.split("---\n")[1])
