@@ -47,19 +47,25 @@ class Session:
     amp: str  # the plan's precision
     backends: dict[str, Any]  # the backend settings made for the device (recorded in run_config.json)
     tokens: np.ndarray  # the corpus as token ids
-    tokens_per_step: int  # by all processes together
     raw_model: GPT
     model: torch.nn.Module  # raw_model, or its DDP and/or compiled wrapper, which runs the forward pass
     no_sync: Callable[[], contextlib.AbstractContextManager]  # DDP's no_sync, or a context that does nothing
-    optimizers: list[torch.optim.Optimizer]  # AdamW, then Muon with --optimizer muon
-    scaler: torch.amp.GradScaler  # scales fp16 losses; does nothing otherwise
-    batches: Batches
     run_dir: RunDir  # a QuietRunDir, which writes nothing, on processes other than rank 0
     say: Callable[[str], None]  # a line for the run's log
+    # from the above, fresh (last.pt puts their state back: ``restore``)
+    tokens_per_step: int = dataclasses.field(init=False)  # by all processes together
+    optimizers: list[torch.optim.Optimizer] = dataclasses.field(init=False)  # AdamW, then Muon with --optimizer muon
+    scaler: torch.amp.GradScaler = dataclasses.field(init=False)  # scales fp16 losses; does nothing otherwise
+    batches: Batches = dataclasses.field(init=False)
     schedule: Schedule = dataclasses.field(init=False)  # the learning-rate schedule of ``cfg``, read every step
 
     def __post_init__(self) -> None:
-        self.schedule = self.cfg.schedule
+        cfg, group = self.cfg, self.group
+        self.tokens_per_step = cfg.step_tokens * group.world_size
+        self.optimizers = make_optimizers(self.raw_model, cfg.optimization)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
+        self.batches = make_batches(self.tokens, cfg, self.device, group)
+        self.schedule = cfg.schedule
 
     def step(self, number: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """Optimizer step ``number`` (1-based) with the session's options: its learning rates, the gradients of
@@ -146,25 +152,11 @@ class Session:
     ) -> Session:
         """A session of one process around a model built elsewhere (a sweep's trial: one model, re-initialised per
         trial, maybe compiled): fresh optimizers and batches from the options, nothing written to disk."""
-        group = distributed.Group()
         return cls(
-            cfg=cfg,
-            device=device,
-            group=group,
-            plan=None,
-            amp=amp,
-            backends={},
-            tokens=tokens,
-            tokens_per_step=cfg.step_tokens,
-            raw_model=raw_model,
-            model=model,
-            no_sync=contextlib.nullcontext,
-            optimizers=make_optimizers(raw_model, cfg.optimization),
-            scaler=torch.amp.GradScaler(device.type, enabled=amp == "fp16"),
-            batches=make_batches(tokens, cfg, device, group),
-            run_dir=QuietRunDir(cfg.out_dir),
+            cfg=cfg, device=device, group=distributed.Group(), plan=None, amp=amp, backends={}, tokens=tokens,
+            raw_model=raw_model, model=model, no_sync=contextlib.nullcontext, run_dir=QuietRunDir(cfg.out_dir),
             say=print,
-        )
+        )  # fmt: skip
 
 
 def make_batches(tokens: np.ndarray, cfg: TrainConfig, device: torch.device, group: distributed.Group) -> Batches:
@@ -247,28 +239,8 @@ def _assemble(
     group.barrier()
     backends = configure_backends(device)
     raw_model = build_model(cfg, device, group, ckpt, run_dir.last)
-    optimizers = make_optimizers(raw_model, cfg.optimization)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    batches = make_batches(tokens, cfg, device, group)
     model, no_sync = wrap_model(raw_model, group, device, plan.compile.value)
-    session = Session(
-        cfg=cfg,
-        device=device,
-        group=group,
-        plan=plan,
-        amp=amp,
-        backends=backends,
-        tokens=tokens,
-        tokens_per_step=cfg.step_tokens * group.world_size,
-        raw_model=raw_model,
-        model=model,
-        no_sync=no_sync,
-        optimizers=optimizers,
-        scaler=scaler,
-        batches=batches,
-        run_dir=run_dir,
-        say=say,
-    )
+    session = Session(cfg, device, group, plan, amp, backends, tokens, raw_model, model, no_sync, run_dir, say)
     if ckpt is None:
         return session, None
     return session, session.restore(ckpt, run_dir.last)
