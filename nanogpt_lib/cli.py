@@ -252,7 +252,12 @@ def step_export(args: argparse.Namespace) -> int:
 
 def step_space(args: argparse.Namespace) -> int:
     model = args.model_dir or f"{run_dir(args, 'full')}-hf"
-    env = {"MODEL_DIR": str(model), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(args.port)}
+    env = {
+        "MODEL_DIR": str(model),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(args.port),
+        "SPACE_DTYPE": args.dtype,
+    }
     return launch([sys.executable, str(Path("space") / "app.py")], env, args.dry_run)
 
 
@@ -260,7 +265,8 @@ def step_space_load(args: argparse.Namespace) -> int:
     from . import space_load  # needs gradio_client, of the development tools (requirements-dev.txt)
 
     model = args.model_dir or f"{run_dir(args, 'full')}-hf"
-    return space_load.main(["--model_dir", str(model), "--clients", "8", "--requests", "3", "--out", args.out])
+    argv = ["--model_dir", str(model), "--clients", "8", "--requests", "3", "--dtype", args.dtype]
+    return space_load.main([*argv, "--out", args.out])
 
 
 def step_lab(args: argparse.Namespace) -> int:
@@ -311,6 +317,10 @@ OPTIONS: list[tuple[tuple[str, ...], tuple[str, ...], dict[str, Any]]] = [
     (("export",), ("--out",), {"help": "the model folder (default: RUN_DIR-hf)"}),
     (("export",), ("--dtype",), {"default": "float32", "choices": ("float32", "float16", "bfloat16")}),
     (("space", "space-load"), ("--model-dir",), {"help": "the exported model folder (default: RUN_DIR-hf)"}),
+    (("space", "space-load"), ("--dtype",), {"default": "float32",
+                                              "choices": ("float32", "bfloat16"),
+                                              "help": "the precision the app runs the model in (SPACE_DTYPE; "
+                                                      "default: float32, the same text alone and in a batch)"}),
     (("space",), ("--port",), {"type": int, "default": 7860, "help": "default: %(default)s"}),
     (("space-load",), ("--out",), {"default": "results/space_load.md", "help": "default: %(default)s"}),
     (("space", "lab"), ("--dry-run",), {"action": "store_true", "help": "only print what would run"}),

@@ -105,8 +105,8 @@ def card_title(card_path: str | None) -> str | None:
 
 def cpu_cores() -> int:
     """The cores this process may use: its CPU affinity, capped by a container's cgroup quota (cpu.max), which
-    torch does not read. A Space on 2 cores of a larger host would otherwise run a thread per host core, and every
-    step would wait for the threads that are not scheduled."""
+    torch does not read. A container given 2 cores of a larger host (as a Space may be; not run on one here) would
+    otherwise run a thread per host core, and every step would wait for the threads that are not scheduled."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
@@ -120,11 +120,11 @@ def cpu_cores() -> int:
 def cpu_dtype() -> torch.dtype:
     """The precision the model runs in: float32, unless the environment variable SPACE_DTYPE says bfloat16.
 
-    float32 gives a request the same text alone and in any batch: a row's products do not depend on how many rows
-    are multiplied with it. bfloat16 is faster on a CPU that multiplies bf16 matrices natively (Intel AMX,
-    AVX512-BF16: half the bytes of weights per token), but there the matrix kernel changes with the number of rows
-    (from about two dozen on), so a request's text may change with who else is in the batch; on other CPUs bf16 is
-    emulated and slower. Half-precision exports are made float32 too."""
+    float32 gives a request the same text alone and in a batch (tests/test_space.py checks it). bfloat16 reads half
+    the bytes of weights per token and is faster on a CPU that multiplies bf16 matrices natively (Intel AMX,
+    AVX512-BF16), but on such a CPU the matrix kernel was seen to change with the number of rows (from about two dozen
+    on), so a request's text may change with who else is in the batch; a CPU without bf16 units only emulates it,
+    which should be slower. Half-precision exports are made float32 too."""
     asked = os.environ.get("SPACE_DTYPE", "float32")
     if asked not in ("float32", "bfloat16"):
         raise SystemExit(f"SPACE_DTYPE must be float32 or bfloat16, got {asked!r}")

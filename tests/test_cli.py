@@ -82,9 +82,12 @@ def test_dry_runs_only_print(capsys, monkeypatch, at_root) -> None:
 def test_space_load_and_plan_pass_their_options(monkeypatch, capsys, at_root) -> None:
     space_load = pytest.importorskip("nanogpt_lib.space_load")  # needs gradio_client (requirements-dev.txt)
     seen = {}
-    monkeypatch.setattr(space_load, "main", lambda argv: seen.setdefault("argv", argv) and 0)
+    monkeypatch.setattr(space_load, "main", lambda argv: seen.__setitem__("argv", argv) or 0)
     assert nanogpt("space-load", "--model-dir", "out/m-hf") == 0
     assert seen["argv"][:2] == ["--model_dir", "out/m-hf"] and "results/space_load.md" in seen["argv"]
+    assert seen["argv"][seen["argv"].index("--dtype") + 1] == "float32"
+    assert nanogpt("space-load", "--model-dir", "out/m-hf", "--dtype", "bfloat16") == 0
+    assert seen["argv"][seen["argv"].index("--dtype") + 1] == "bfloat16"
     assert nanogpt("plan", "--recipe", "gpu", "--device", "cpu", "--no-measure") == 0
     assert "Micro-batch: 2 x 1024 tokens, 8 per step" in capsys.readouterr().out
 
